@@ -1,0 +1,175 @@
+// The C ABI of wavemamba.h: argument checks, dispatch to CPU/CUDA, and exception capture.
+// Every entry point goes through `guard`, so no C++ exception crosses into Rust.
+#include "wavemamba.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "mulaw.h"
+#include "scan/scan.h"
+
+#ifdef WM_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "cuda/kernels.h"
+#endif
+
+namespace {
+
+thread_local std::string last_error;
+
+template <typename F>
+int guard(const char *op, F &&body) {
+  try {
+    body();
+    last_error.clear();
+    return 0;
+  } catch (const c10::Error &e) {
+    last_error = std::string(op) + ": " + e.what_without_backtrace();
+  } catch (const std::exception &e) {
+    last_error = std::string(op) + ": " + e.what();
+  } catch (...) {
+    last_error = std::string(op) + ": unknown C++ exception";
+  }
+  return 1;
+}
+
+const at::Tensor &lent(wm_tensor t, const char *name) {
+  TORCH_CHECK(t != nullptr, "argument `", name, "` is NULL");
+  return *static_cast<at::Tensor *>(t);
+}
+
+at::Tensor optional(wm_tensor t) { return t ? *static_cast<at::Tensor *>(t) : at::Tensor(); }
+
+wm_tensor adopt(at::Tensor t) { return new at::Tensor(std::move(t)); }
+
+void check_mu(int64_t mu) {
+  TORCH_CHECK(mu >= 1 && mu <= 65535, "mu must be in [1, 65535], got ", mu);
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *wm_last_error(void) { return last_error.c_str(); }
+
+const char *wm_kernels(void) {
+#ifdef WM_WITH_CUDA
+  return "cpu,cuda";
+#else
+  return "cpu";
+#endif
+}
+
+const char *wm_torch_version(void) { return TORCH_VERSION; }
+
+int wm_cuda_device_count(void) {
+#ifdef WM_WITH_CUDA
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+int wm_cuda_device_name(int index, char *buf, int64_t len) {
+  return guard("cuda_device_name", [&] {
+    TORCH_CHECK(buf != nullptr && len > 0, "empty output buffer");
+#ifdef WM_WITH_CUDA
+    cudaDeviceProp prop;
+    C10_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+    std::strncpy(buf, prop.name, static_cast<size_t>(len - 1));
+    buf[len - 1] = '\0';
+#else
+    TORCH_CHECK(false, "this build has no CUDA kernels (build with --features cuda)");
+#endif
+  });
+}
+
+int wm_mulaw_encode(wm_tensor x_, int64_t mu, wm_tensor *out) {
+  return guard("mulaw_encode", [&] {
+    const at::Tensor &x = lent(x_, "x");
+    check_mu(mu);
+    TORCH_CHECK(at::isFloatingType(x.scalar_type()), "expected a floating-point tensor, got ",
+                x.scalar_type());
+    at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kLong));
+    if (x.is_cuda()) {
+#ifdef WM_WITH_CUDA
+      const c10::cuda::CUDAGuard device_guard(x.device());
+      const at::Tensor xf = x.to(at::kFloat).contiguous();
+      C10_CUDA_CHECK(wm::cuda::mulaw_encode_f32(xf.data_ptr<float>(), q.data_ptr<int64_t>(),
+                                                xf.numel(), static_cast<float>(mu),
+                                                at::cuda::getCurrentCUDAStream()));
+#else
+      TORCH_CHECK(false, "tensor is on ", x.device(), " but this build has no CUDA kernels");
+#endif
+    } else {
+      TORCH_CHECK(x.is_cpu(), "unsupported device ", x.device());
+      const at::Tensor xd = x.to(at::kDouble).contiguous();
+      const double *src = xd.data_ptr<double>();
+      int64_t *dst = q.data_ptr<int64_t>();
+      at::parallel_for(0, xd.numel(), 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) dst[i] = wm::mulaw_encode_one<double>(src[i], mu);
+      });
+    }
+    *out = adopt(std::move(q));
+  });
+}
+
+int wm_mulaw_decode(wm_tensor q_, int64_t mu, wm_tensor *out) {
+  return guard("mulaw_decode", [&] {
+    const at::Tensor &q = lent(q_, "q");
+    check_mu(mu);
+    TORCH_CHECK(at::isIntegralType(q.scalar_type(), /*includeBool=*/false),
+                "expected an integer tensor of tokens, got ", q.scalar_type());
+    const at::Tensor ql = q.to(at::kLong).contiguous();
+    at::Tensor x = at::empty(q.sizes(), q.options().dtype(at::kFloat));
+    if (q.is_cuda()) {
+#ifdef WM_WITH_CUDA
+      const c10::cuda::CUDAGuard device_guard(q.device());
+      C10_CUDA_CHECK(wm::cuda::mulaw_decode_f32(ql.data_ptr<int64_t>(), x.data_ptr<float>(),
+                                                ql.numel(), static_cast<float>(mu),
+                                                at::cuda::getCurrentCUDAStream()));
+#else
+      TORCH_CHECK(false, "tensor is on ", q.device(), " but this build has no CUDA kernels");
+#endif
+    } else {
+      TORCH_CHECK(q.is_cpu(), "unsupported device ", q.device());
+      const int64_t *src = ql.data_ptr<int64_t>();
+      float *dst = x.data_ptr<float>();
+      at::parallel_for(0, ql.numel(), 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i)
+          dst[i] = static_cast<float>(wm::mulaw_decode_one<double>(src[i], mu));
+      });
+    }
+    *out = adopt(std::move(x));
+  });
+}
+
+int wm_selective_scan(wm_tensor u, wm_tensor delta, wm_tensor A, wm_tensor Bm, wm_tensor Cm,
+                      wm_tensor D_skip, wm_tensor z, wm_tensor delta_bias,
+                      wm_tensor initial_state, int delta_softplus, wm_tensor *out,
+                      wm_tensor *last_state) {
+  return guard("selective_scan", [&] {
+    TORCH_CHECK(out != nullptr && last_state != nullptr, "output pointers are NULL");
+    auto result = wm::selective_scan(lent(u, "u"), lent(delta, "delta"), lent(A, "A"),
+                                     lent(Bm, "B"), lent(Cm, "C"), optional(D_skip), optional(z),
+                                     optional(delta_bias), optional(initial_state),
+                                     delta_softplus != 0);
+    *out = adopt(std::move(std::get<0>(result)));
+    *last_state = adopt(std::move(std::get<1>(result)));
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,56 @@
+/* wavemamba C ABI: the one boundary between Rust and the C++/CUDA kernels in csrc/.
+ *
+ * Conventions
+ * - A `wm_tensor` is the handle tch uses (`at::Tensor*`): inputs are lent (`Tensor::as_ptr`), never
+ *   freed here; outputs are new handles the caller adopts (`Tensor::from_ptr`) and frees.
+ * - Every function returns 0 on success. On failure it returns non-zero, writes no output, and the
+ *   message is available from `wm_last_error()` (thread-local, valid until the next call on the
+ *   same thread). No C++ exception crosses this boundary.
+ * - Optional tensor arguments may be NULL.
+ */
+#ifndef WAVEMAMBA_H
+#define WAVEMAMBA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void *wm_tensor;
+
+/* Message of the last failed call on this thread ("" if none). */
+const char *wm_last_error(void);
+
+/* Comma-separated list of compiled kernel back-ends: "cpu" or "cpu,cuda". */
+const char *wm_kernels(void);
+
+/* libtorch version this library was compiled against, e.g. "2.11.0". */
+const char *wm_torch_version(void);
+
+/* Number of visible CUDA devices as seen by the CUDA runtime (0 without the cuda build). */
+int wm_cuda_device_count(void);
+
+/* Name of CUDA device `index` into `buf` (NUL-terminated, truncated to `len`). */
+int wm_cuda_device_name(int index, char *buf, int64_t len);
+
+/* 8-bit style mu-law coding (DESIGN.md §2), CPU and CUDA.
+ * encode: x floating (any shape, values clamped to [-1, 1]) -> int64 tokens in [0, mu].
+ * decode: q integer (any shape, clamped to [0, mu]) -> float32 in [-1, 1].  1 <= mu <= 65535. */
+int wm_mulaw_encode(wm_tensor x, int64_t mu, wm_tensor *out);
+int wm_mulaw_decode(wm_tensor q, int64_t mu, wm_tensor *out);
+
+/* Selective scan (Mamba S6), differentiable in every tensor input (autograd Function).
+ *   u, delta (B, D, L); A (D, N); Bm, Cm (B, N, L) or (B, G, N, L) with D % G == 0;
+ *   D_skip (D) | NULL; z (B, D, L) | NULL; delta_bias (D) | NULL; initial_state (B, D, N) | NULL.
+ * Outputs: out (B, D, L), last_state (B, D, N) (float32 unless inputs are float64). */
+int wm_selective_scan(wm_tensor u, wm_tensor delta, wm_tensor A, wm_tensor Bm, wm_tensor Cm,
+                      wm_tensor D_skip, wm_tensor z, wm_tensor delta_bias,
+                      wm_tensor initial_state, int delta_softplus, wm_tensor *out,
+                      wm_tensor *last_state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WAVEMAMBA_H */

@@ -1,0 +1,59 @@
+//! Command-line arguments (clap derive) and dispatch: one file per subcommand, each an `Args`
+//! struct and a `run` that calls the library. No model or audio logic lives here.
+
+mod bench;
+mod info;
+
+use clap::{Parser, Subcommand};
+
+/// Mamba (selective state-space) models of raw audio: train on speech, continue a recording,
+/// denoise files, or run live on a microphone, one sample at a time.
+#[derive(Debug, Parser)]
+#[command(name = "wavemamba", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a model on a speech dataset (language model or denoiser)
+    Train(Pending),
+    /// Continue a WAV prompt (or generate unconditionally) and write a WAV file
+    Generate(Pending),
+    /// Denoise a WAV file with a trained denoiser
+    Denoise(Pending),
+    /// Run on a microphone in real time: denoise or continue what it hears
+    Live(Pending),
+    /// Evaluate a model: NLL in bits per sample, or denoising quality
+    Eval(Pending),
+    /// Measure kernels and models (selective scan, …)
+    Bench(bench::Args),
+    /// Show versions, compiled kernels, CUDA devices and CPU threads
+    Info(info::Args),
+}
+
+/// Arguments of a subcommand that is not built yet (accepted, then refused with a clear message).
+#[derive(Debug, clap::Args)]
+struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(_) => not_implemented("train"),
+        Command::Generate(_) => not_implemented("generate"),
+        Command::Denoise(_) => not_implemented("denoise"),
+        Command::Live(_) => not_implemented("live"),
+        Command::Eval(_) => not_implemented("eval"),
+        Command::Bench(args) => bench::run(args),
+        Command::Info(args) => info::run(args),
+    }
+}
+
+fn not_implemented(command: &str) -> anyhow::Result<()> {
+    eprintln!("wavemamba {command}: not implemented yet");
+    std::process::exit(2);
+}

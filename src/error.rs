@@ -1,0 +1,57 @@
+//! The library's error type: one enum whose variants carry the context a user needs.
+
+use std::path::PathBuf;
+
+/// Every fallible library function returns this.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A C++/CUDA kernel in `csrc/` reported an error (message from the C++ side).
+    #[error("kernel error in {op}: {message}")]
+    Kernel { op: &'static str, message: String },
+
+    /// A tensor argument has the wrong shape.
+    #[error("{op}: argument `{arg}` must have shape {expected}, got {got:?}")]
+    Shape {
+        op: &'static str,
+        arg: &'static str,
+        expected: String,
+        got: Vec<i64>,
+    },
+
+    /// A tensor argument has the wrong dtype.
+    #[error("{op}: argument `{arg}` must be {expected}, got {got:?}")]
+    DType {
+        op: &'static str,
+        arg: &'static str,
+        expected: &'static str,
+        got: tch::Kind,
+    },
+
+    /// Tensor arguments live on different devices.
+    #[error("{op}: argument `{arg}` is on {got:?} but `{reference}` is on {expected:?}")]
+    Device {
+        op: &'static str,
+        arg: &'static str,
+        reference: &'static str,
+        expected: tch::Device,
+        got: tch::Device,
+    },
+
+    /// A parameter outside its valid range.
+    #[error("invalid value for {name}: {reason}")]
+    InvalidArgument { name: &'static str, reason: String },
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// libtorch reported an error.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// Shorthand for `std::result::Result<T, wavemamba::Error>`.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,13 @@
+//! wavemamba: Mamba (selective state-space) models of raw audio waveforms.
+//!
+//! Layout (see DESIGN.md): [`ops`] wraps the C++/CUDA kernels of `csrc/` (selective scan, mu-law)
+//! and holds the pure-tch reference scan used as a test oracle; [`bench`] holds the benchmarks
+//! behind `wavemamba bench`; [`info`] describes the build and the machine.
+
+pub mod bench;
+pub mod device;
+pub mod error;
+pub mod info;
+pub mod ops;
+
+pub use error::{Error, Result};

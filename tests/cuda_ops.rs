@@ -1,0 +1,38 @@
+//! CUDA kernels from csrc/ (built with `--features cuda`; run on a GPU machine, see
+//! scripts/gpu-run.sh). Without a visible GPU these tests fail: a CUDA build is for a GPU host.
+#![cfg(feature = "cuda")]
+
+use tch::{Device, Kind, Tensor};
+use wavemamba::ops::{mulaw_decode, mulaw_encode, MU_8BIT};
+
+#[test]
+fn libtorch_sees_cuda() {
+    assert!(
+        tch::Cuda::is_available(),
+        "libtorch reports no CUDA: is libtorch_cuda linked? (see build.rs)"
+    );
+    let names = wavemamba::ops::build::cuda_device_names();
+    assert!(!names.is_empty(), "the CUDA runtime sees no device");
+}
+
+#[test]
+fn cuda_mulaw_equals_cpu() {
+    let x = (Tensor::randn([4, 10_000], (Kind::Float, Device::Cpu)) * 0.4).clamp(-1.2, 1.2);
+    let on_gpu = x.to_device(Device::Cuda(0));
+    let q_cpu = mulaw_encode(&x, MU_8BIT).unwrap();
+    let q_gpu = mulaw_encode(&on_gpu, MU_8BIT).unwrap();
+    assert_eq!(q_gpu.device(), Device::Cuda(0));
+    // float (GPU) vs double (CPU) arithmetic may differ at exact rounding boundaries only
+    let differ = q_gpu
+        .to_device(Device::Cpu)
+        .ne_tensor(&q_cpu)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    assert!(differ <= 2, "{differ} tokens differ between CUDA and CPU");
+    let x_gpu = mulaw_decode(&q_cpu.to_device(Device::Cuda(0)), MU_8BIT)
+        .unwrap()
+        .to_device(Device::Cpu);
+    let x_cpu = mulaw_decode(&q_cpu, MU_8BIT).unwrap();
+    let err = (x_gpu - x_cpu).abs().max().double_value(&[]);
+    assert!(err < 1e-6, "decode of the same tokens differs by {err}");
+}
