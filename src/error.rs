@@ -37,6 +37,14 @@ pub enum Error {
         got: tch::Device,
     },
 
+    /// A model configuration that is malformed or asks for something wavemamba cannot run.
+    #[error("config: {reason}")]
+    Config { reason: String },
+
+    /// A checkpoint whose tensors do not match the model (lists every problem by key).
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
     /// A parameter outside its valid range.
     #[error("invalid value for {name}: {reason}")]
     InvalidArgument { name: &'static str, reason: String },

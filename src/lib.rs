@@ -5,9 +5,11 @@
 //! behind `wavemamba bench`; [`info`] describes the build and the machine.
 
 pub mod bench;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod info;
+pub mod model;
 pub mod ops;
 
 pub use error::{Error, Result};

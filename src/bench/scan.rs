@@ -135,6 +135,13 @@ impl Problem {
     }
 }
 
+/// One forward+backward with gradients for every input (loss = Σ out + Σ last_state).
+fn fwd_bwd(p: &Problem) -> Result<()> {
+    let r = selective_scan(&p.inputs())?;
+    (r.out.sum(Kind::Float) + r.last_state.sum(Kind::Float)).f_backward()?;
+    Ok(())
+}
+
 /// Runs the benchmark.
 ///
 /// # Errors
@@ -161,6 +168,25 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
         });
     }
     let updates = (cfg.batch * cfg.dim * cfg.len * cfg.state) as f64;
+    // Memory first, before anything else has grown the heap: one forward+backward from a clean
+    // high-water mark, inputs already allocated (the first call also allocates the gradients).
+    let mut grad_problem = cfg.backward.then(|| Problem::new(cfg, true));
+    let (mut growth, mut io) = (None, None);
+    if let Some(p) = &grad_problem {
+        if cfg.device == Device::Cpu {
+            reset_peak_rss();
+            let before = rss_bytes();
+            fwd_bwd(p)?;
+            if let (Some(before), Some(peak)) = (before, peak_rss_bytes()) {
+                let out_bytes = (cfg.batch * cfg.dim * (cfg.len + cfg.state)) * 4;
+                growth = Some(peak.saturating_sub(before) as f64);
+                io = Some((out_bytes + p.input_bytes()) as f64);
+            }
+        } else {
+            fwd_bwd(p)?; // surface errors before timing
+        }
+    }
+
     let plain = Problem::new(cfg, false);
     selective_scan(&plain.inputs())?; // surface errors before timing
     let fwd_ms = median_ms(cfg.device, cfg.warmup, cfg.reps, || {
@@ -175,31 +201,12 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
     };
     drop(plain);
 
-    let (mut fwdbwd_ms, mut growth, mut io) = (None, None, None);
-    if cfg.backward {
-        let mut p = Problem::new(cfg, true);
-        let step = |p: &Problem| -> Result<()> {
-            let r = selective_scan(&p.inputs())?;
-            (r.out.sum(Kind::Float) + r.last_state.sum(Kind::Float)).f_backward()?;
-            Ok(())
-        };
-        // Memory: one forward+backward from a clean high-water mark (first call allocates grads).
-        if cfg.device == Device::Cpu {
-            reset_peak_rss();
-            let before = rss_bytes();
-            step(&p)?;
-            if let (Some(before), Some(peak)) = (before, peak_rss_bytes()) {
-                let out_bytes = (cfg.batch * cfg.dim * (cfg.len + cfg.state)) * 4;
-                growth = Some(peak.saturating_sub(before) as f64);
-                io = Some((out_bytes + p.input_bytes()) as f64);
-            }
-        } else {
-            step(&p)?;
-        }
+    let mut fwdbwd_ms = None;
+    if let Some(p) = &mut grad_problem {
         let mut failed = None;
         fwdbwd_ms = Some(median_ms(cfg.device, cfg.warmup, cfg.reps, || {
             p.zero_grads();
-            if let Err(e) = step(&p) {
+            if let Err(e) = fwd_bwd(p) {
                 failed = Some(e);
             }
         }));

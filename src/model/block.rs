@@ -1,0 +1,133 @@
+//! `Block` (pre-norm residual around a mixer) and `Backbone` = upstream `MixerModel`.
+
+use tch::{nn, Kind, Tensor};
+
+use super::init;
+use super::mixer::Mixer;
+use super::state::State;
+use crate::config::MambaConfig;
+use crate::Result;
+
+/// RMSNorm with upstream's ε = 1e-5: `x / √(mean(x²) + ε) · weight`.
+#[derive(Debug)]
+pub struct RmsNorm {
+    /// (d_model)
+    pub weight: Tensor,
+}
+
+impl RmsNorm {
+    pub const EPS: f64 = 1e-5;
+
+    pub fn new(p: &nn::Path, d_model: i64) -> RmsNorm {
+        RmsNorm {
+            weight: init::param(
+                p,
+                "weight",
+                &Tensor::ones([d_model], (Kind::Float, p.device())),
+            ),
+        }
+    }
+
+    /// # Shapes
+    /// (…, d_model) → (…, d_model)
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let ms = x.square().mean_dim(-1, true, Kind::Float);
+        x * (ms + Self::EPS).rsqrt() * &self.weight
+    }
+}
+
+/// Upstream `Block`: `residual = h + residual; h = mixer(norm(residual))`.
+#[derive(Debug)]
+pub struct Block {
+    pub norm: RmsNorm,
+    pub mixer: Mixer,
+}
+
+/// Upstream `MixerModel`: embedding, blocks, final `norm_f`.
+#[derive(Debug)]
+pub struct Backbone {
+    /// (padded vocab, d_model)
+    pub embedding: Tensor,
+    pub layers: Vec<Block>,
+    pub norm_f: RmsNorm,
+}
+
+impl Backbone {
+    /// Parameters under `p` (= `backbone`).
+    pub fn new(p: &nn::Path, c: &MambaConfig) -> Backbone {
+        let emb = Tensor::randn([c.padded_vocab(), c.d_model], (Kind::Float, p.device())) * 0.02;
+        let layers = (0..c.n_layer)
+            .map(|i| {
+                let lp = p / "layers" / i;
+                Block {
+                    norm: RmsNorm::new(&(&lp / "norm"), c.d_model),
+                    mixer: Mixer::new(&(&lp / "mixer"), c),
+                }
+            })
+            .collect();
+        Backbone {
+            embedding: init::param(p, "embedding.weight", &emb),
+            layers,
+            norm_f: RmsNorm::new(&(p / "norm_f"), c.d_model),
+        }
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn zero_state(&self, batch: i64) -> State {
+        State {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.mixer.zero_state(batch))
+                .collect(),
+        }
+    }
+
+    /// Hidden states after `norm_f` for a whole sequence (continuing from `state` if given).
+    ///
+    /// # Shapes
+    /// `tokens`: (B, L) int64 → (B, L, d_model).
+    ///
+    /// # Errors
+    /// Kernel errors from the scan.
+    pub fn forward(&self, tokens: &Tensor, mut state: Option<&mut State>) -> Result<Tensor> {
+        let mut h = Tensor::embedding(&self.embedding, tokens, -1, false, false); // (B, L, d_model)
+        let mut residual: Option<Tensor> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let r = match residual {
+                Some(r) => r + &h,
+                None => h,
+            };
+            let ls = state.as_deref_mut().map(|s| &mut s.layers[i]);
+            h = layer.mixer.forward(&layer.norm.forward(&r), ls)?;
+            residual = Some(r);
+        }
+        let r = match residual {
+            Some(r) => r + &h,
+            None => h,
+        };
+        Ok(self.norm_f.forward(&r))
+    }
+
+    /// Hidden state after `norm_f` for one token per sequence.
+    ///
+    /// # Shapes
+    /// `tokens`: (B) int64 → (B, d_model).
+    pub fn step(&self, tokens: &Tensor, state: &mut State) -> Tensor {
+        let mut h = Tensor::embedding(&self.embedding, tokens, -1, false, false); // (B, d_model)
+        let mut residual: Option<Tensor> = None;
+        for (layer, ls) in self.layers.iter().zip(state.layers.iter_mut()) {
+            let r = match residual {
+                Some(r) => r + &h,
+                None => h,
+            };
+            h = layer.mixer.step(&layer.norm.forward(&r), ls);
+            residual = Some(r);
+        }
+        let r = match residual {
+            Some(r) => r + &h,
+            None => h,
+        };
+        self.norm_f.forward(&r)
+    }
+}

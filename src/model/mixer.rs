@@ -1,0 +1,185 @@
+//! `Mixer` = the official `mamba_ssm.modules.mamba_simple.Mamba` (Mamba-1 selective SSM block).
+
+use tch::{nn, Kind, Tensor};
+
+use super::init;
+use super::state::LayerState;
+use crate::config::MambaConfig;
+use crate::ops::{selective_scan, ScanInputs};
+use crate::Result;
+
+/// Parameters with the official names (`mixer.in_proj.weight`, `mixer.A_log`, …).
+#[derive(Debug)]
+pub struct Mixer {
+    /// (2·d_inner, d_model)
+    pub in_proj: Tensor,
+    /// (d_inner, 1, d_conv) and (d_inner)
+    pub conv1d_weight: Tensor,
+    pub conv1d_bias: Tensor,
+    /// (dt_rank + 2·d_state, d_inner)
+    pub x_proj: Tensor,
+    /// (d_inner, dt_rank) and (d_inner)
+    pub dt_proj_weight: Tensor,
+    pub dt_proj_bias: Tensor,
+    /// (d_inner, d_state); A = −exp(A_log)
+    pub a_log: Tensor,
+    /// (d_inner)
+    pub d: Tensor,
+    /// (d_model, d_inner)
+    pub out_proj: Tensor,
+    pub d_inner: i64,
+    pub d_state: i64,
+    pub d_conv: i64,
+    pub dt_rank: i64,
+}
+
+impl Mixer {
+    /// Creates the parameters under `p` (e.g. `backbone.layers.3.mixer`), initialised as upstream
+    /// (`out_proj` rescaled by 1/√n_layer as `_init_weights` does with one residual per layer).
+    pub fn new(p: &nn::Path, c: &MambaConfig) -> Mixer {
+        let dev = p.device();
+        let (dm, di, n, k, r) = (
+            c.d_model,
+            c.d_inner(),
+            c.ssm_cfg.d_state,
+            c.ssm_cfg.d_conv,
+            c.dt_rank(),
+        );
+        let s = &c.ssm_cfg;
+        let dt_std = (r as f64).powf(-0.5) * s.dt_scale;
+        let dt_w = if s.dt_init == "constant" {
+            Tensor::full([di, r], dt_std, (Kind::Float, dev))
+        } else {
+            Tensor::empty([di, r], (Kind::Float, dev)).uniform_(-dt_std, dt_std)
+        };
+        let out = init::torch_default(&[dm, di], di, dev) / (c.n_layer as f64).sqrt();
+        Mixer {
+            in_proj: init::param(
+                p,
+                "in_proj.weight",
+                &init::torch_default(&[2 * di, dm], dm, dev),
+            ),
+            conv1d_weight: init::param(
+                p,
+                "conv1d.weight",
+                &init::torch_default(&[di, 1, k], k, dev),
+            ),
+            conv1d_bias: init::param(p, "conv1d.bias", &init::torch_default(&[di], k, dev)),
+            x_proj: init::param(
+                p,
+                "x_proj.weight",
+                &init::torch_default(&[r + 2 * n, di], di, dev),
+            ),
+            dt_proj_weight: init::param(p, "dt_proj.weight", &dt_w),
+            dt_proj_bias: init::param(
+                p,
+                "dt_proj.bias",
+                &init::dt_bias(di, s.dt_min, s.dt_max, s.dt_init_floor, dev),
+            ),
+            a_log: init::param(p, "A_log", &init::a_log(di, n, dev)),
+            d: init::param(p, "D", &Tensor::ones([di], (Kind::Float, dev))),
+            out_proj: init::param(p, "out_proj.weight", &out),
+            d_inner: di,
+            d_state: n,
+            d_conv: k,
+            dt_rank: r,
+        }
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn zero_state(&self, batch: i64) -> LayerState {
+        let opts = (Kind::Float, self.in_proj.device());
+        LayerState {
+            conv: Tensor::zeros([batch, self.d_inner, self.d_conv], opts),
+            ssm: Tensor::zeros([batch, self.d_inner, self.d_state], opts),
+        }
+    }
+
+    /// Parallel forward over a whole sequence, continuing from `state` when given (and then
+    /// leaving the final state in it).
+    ///
+    /// # Shapes
+    /// `h`: (B, L, d_model) → (B, L, d_model).
+    ///
+    /// # Errors
+    /// Kernel errors from the selective scan.
+    pub fn forward(&self, h: &Tensor, state: Option<&mut LayerState>) -> Result<Tensor> {
+        let (batch, len) = (h.size()[0], h.size()[1]);
+        let (di, n, k, r) = (self.d_inner, self.d_state, self.d_conv, self.dt_rank);
+        let xz = h.matmul(&self.in_proj.tr()).transpose(1, 2); // (B, 2·d_inner, L)
+        let (x, z) = (xz.narrow(1, 0, di), xz.narrow(1, di, di));
+        // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs.
+        let history = match &state {
+            Some(s) => s.conv.narrow(2, 1, k - 1),
+            None => Tensor::zeros([batch, di, k - 1], (x.kind(), x.device())),
+        };
+        let xc = Tensor::cat(&[&history, &x], 2); // (B, d_inner, L + d_conv − 1)
+        let x = xc
+            .conv1d(
+                &self.conv1d_weight,
+                Some(&self.conv1d_bias),
+                [1],
+                [0],
+                [1],
+                di,
+            )
+            .silu(); // (B, d_inner, L)
+        let x_dbl = x.transpose(1, 2).matmul(&self.x_proj.tr()); // (B, L, dt_rank + 2·d_state)
+        let dt = x_dbl
+            .narrow(2, 0, r)
+            .matmul(&self.dt_proj_weight.tr())
+            .transpose(1, 2); // (B, d_inner, L)
+        let b = x_dbl.narrow(2, r, n).transpose(1, 2); // (B, d_state, L)
+        let c = x_dbl.narrow(2, r + n, n).transpose(1, 2); // (B, d_state, L)
+        let a = -self.a_log.to_kind(Kind::Float).exp(); // (d_inner, d_state)
+        let scan = selective_scan(&ScanInputs {
+            u: &x,
+            delta: &dt,
+            a: &a,
+            b: &b,
+            c: &c,
+            d: Some(&self.d),
+            z: Some(&z),
+            delta_bias: Some(&self.dt_proj_bias),
+            initial_state: state.as_ref().map(|s| &s.ssm),
+            delta_softplus: true,
+        })?;
+        if let Some(s) = state {
+            s.conv = xc.narrow(2, len + k - 1 - k, k).contiguous(); // last d_conv inputs
+            s.ssm = scan.last_state;
+        }
+        Ok(scan.out.transpose(1, 2).matmul(&self.out_proj.tr())) // (B, L, d_model)
+    }
+
+    /// One time step, as upstream `Mamba.step`.
+    ///
+    /// # Shapes
+    /// `h`: (B, d_model) → (B, d_model); updates `state` in place.
+    pub fn step(&self, h: &Tensor, state: &mut LayerState) -> Tensor {
+        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
+        let xz = h.matmul(&self.in_proj.tr()); // (B, 2·d_inner)
+        let (x, z) = (xz.narrow(1, 0, di), xz.narrow(1, di, di));
+        state.conv = Tensor::cat(
+            &[state.conv.narrow(2, 1, self.d_conv - 1), x.unsqueeze(-1)],
+            2,
+        ); // (B, d_inner, d_conv)
+        let x = ((&state.conv * self.conv1d_weight.squeeze_dim(1)).sum_dim_intlist(
+            -1,
+            false,
+            Kind::Float,
+        ) + &self.conv1d_bias)
+            .silu(); // (B, d_inner)
+        let x_db = x.matmul(&self.x_proj.tr()); // (B, dt_rank + 2·d_state)
+        let dt = (x_db.narrow(1, 0, r).matmul(&self.dt_proj_weight.tr()) + &self.dt_proj_bias)
+            .softplus(); // (B, d_inner)
+        let b = x_db.narrow(1, r, n); // (B, d_state)
+        let c = x_db.narrow(1, r + n, n); // (B, d_state)
+        let a = -self.a_log.to_kind(Kind::Float).exp(); // (d_inner, d_state)
+        let da = (dt.unsqueeze(-1) * &a).exp(); // (B, d_inner, d_state)
+        let dbx = (&dt * &x).unsqueeze(-1) * b.unsqueeze(1); // (B, d_inner, d_state)
+        state.ssm = &state.ssm * da + dbx;
+        let y =
+            (&state.ssm * c.unsqueeze(1)).sum_dim_intlist(-1, false, Kind::Float) + &self.d * &x; // (B, d_inner)
+        (y * z.silu()).matmul(&self.out_proj.tr()) // (B, d_model)
+    }
+}

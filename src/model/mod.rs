@@ -1,0 +1,19 @@
+//! The Mamba waveform model, ported from the official `mamba_ssm` (Mamba-1) with its state-dict
+//! names: [`Mixer`] = `Mamba`, [`Block`] = `Block`, [`Backbone`] = `MixerModel`,
+//! [`WaveMamba`] = `MambaLMHeadModel`. Three paths share the weights: `forward` (parallel scan),
+//! `prefill` (parallel scan that also returns the recurrent state) and `step` (one sample).
+
+mod block;
+pub mod checkpoint;
+mod init;
+mod lm;
+mod mixer;
+mod state;
+
+pub use block::{Backbone, Block, RmsNorm};
+pub use lm::WaveMamba;
+pub use mixer::Mixer;
+pub use state::{LayerState, State};
+
+/// The mu-law class of silence, used as the start token (`[128] + tokens[..L-1]`).
+pub const START_TOKEN: i64 = 128;
