@@ -8,13 +8,20 @@ use super::state::State;
 use crate::config::{AudioConfig, MambaConfig};
 use crate::{Error, Result};
 
-/// A waveform language model: backbone + (tied) LM head. Owns its `VarStore`.
+/// The network between the embedding lookup and the head, by architecture.
+#[derive(Debug)]
+pub enum Body {
+    /// Upstream `MixerModel` (state-dict prefix `backbone.`).
+    Plain(Backbone),
+}
+
+/// A waveform language model: body + (tied) LM head. Owns its `VarStore`.
 #[derive(Debug)]
 pub struct WaveMamba {
     pub vs: nn::VarStore,
     pub config: MambaConfig,
     pub audio: AudioConfig,
-    pub backbone: Backbone,
+    pub body: Body,
     /// (padded vocab, d_model); the embedding itself when `tie_embeddings`.
     pub lm_head: Tensor,
 }
@@ -50,7 +57,7 @@ impl WaveMamba {
             vs,
             config,
             audio,
-            backbone,
+            body: Body::Plain(backbone),
             lm_head,
         })
     }
@@ -82,12 +89,14 @@ impl WaveMamba {
     /// Out-of-range tokens, kernel errors.
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
         self.check_tokens(tokens)?;
-        Ok(self.head(&self.backbone.forward(tokens, None)?))
+        Ok(self.head(&self.hidden(tokens, None)?))
     }
 
     /// A zero recurrent state for `batch` sequences.
     pub fn zero_state(&self, batch: i64) -> State {
-        self.backbone.zero_state(batch)
+        match &self.body {
+            Body::Plain(b) => b.zero_state(batch),
+        }
     }
 
     /// Runs whole sequences from `state` with the parallel scan and leaves the final state in it
@@ -110,7 +119,7 @@ impl WaveMamba {
                 ),
             });
         }
-        Ok(self.head(&self.backbone.forward(tokens, Some(state))?))
+        Ok(self.head(&self.hidden(tokens, Some(state))?))
     }
 
     /// One sample per sequence: logits for the next sample.
@@ -118,7 +127,17 @@ impl WaveMamba {
     /// # Shapes
     /// `tokens`: (B) int64 → (B, vocab).
     pub fn step(&self, tokens: &Tensor, state: &mut State) -> Tensor {
-        self.head(&self.backbone.step(tokens, state))
+        let h = match &self.body {
+            Body::Plain(b) => b.step(tokens, state),
+        };
+        self.head(&h)
+    }
+
+    /// Final hidden states (after `norm_f`) of whole sequences: (B, L) → (B, L, d_model).
+    fn hidden(&self, tokens: &Tensor, state: Option<&mut State>) -> Result<Tensor> {
+        match &self.body {
+            Body::Plain(b) => b.forward(tokens, state),
+        }
     }
 
     fn check_tokens(&self, tokens: &Tensor) -> Result<()> {

@@ -11,7 +11,7 @@ mod mixer;
 mod state;
 
 pub use block::{Backbone, Block, RmsNorm};
-pub use lm::WaveMamba;
+pub use lm::{Body, WaveMamba};
 pub use mixer::Mixer;
 pub use state::{LayerState, State};
 
