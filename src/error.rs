@@ -45,6 +45,10 @@ pub enum Error {
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
 
+    /// Training cannot go on (non-finite loss or gradients, …).
+    #[error("training stopped at step {step}: {reason}")]
+    Training { step: u64, reason: String },
+
     /// A parameter outside its valid range.
     #[error("invalid value for {name}: {reason}")]
     InvalidArgument { name: &'static str, reason: String },

@@ -11,5 +11,6 @@ pub mod error;
 pub mod info;
 pub mod model;
 pub mod ops;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 // (batch, channel) rows) and the choice between the AVX2 and the generic kernel builds.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <mutex>
 #include <vector>
 
@@ -118,29 +119,44 @@ Grads backward_typed(const Inputs &in, const at::Tensor &ckpt, const at::Tensor 
 
   const bool wide = cpu_has_avx2();
   const int64_t slice = groups * len * dstate;  // one batch entry of dB or dC
-  T *gB_all = gBt.data_ptr<T>(), *gC_all = gCt.data_ptr<T>();
-  std::mutex merge;
+  // Private dB/dC accumulators per task, covering only the batches the task touches (channels of
+  // one group may be split across tasks). They are merged after the parallel region in task
+  // order, so results do not depend on thread timing (bit-exact reruns and resumes).
+  struct Partial {
+    int64_t r0 = 0, b0 = 0, nb = 0;
+    std::vector<T> dB, dC;
+  };
+  std::vector<Partial> partials;
+  std::mutex registry;
   at::parallel_for(0, batch * dim, grain_for(len), [&](int64_t r0, int64_t r1) {
-    const int64_t b0 = r0 / dim, nb = (r1 - 1) / dim + 1 - b0;
-    // Private dB/dC accumulators for the batches this task touches (channels of one group
-    // may be split across tasks), merged under a lock.
-    std::vector<T> accB(nb * slice, T(0)), accC(nb * slice, T(0));
+    Partial part;
+    part.r0 = r0;
+    part.b0 = r0 / dim;
+    part.nb = (r1 - 1) / dim + 1 - part.b0;
+    part.dB.assign(part.nb * slice, T(0));
+    part.dC.assign(part.nb * slice, T(0));
     BwdParams<T> local = q;
-    local.gBt_acc = accB.data();
-    local.gCt_acc = accC.data();
-    local.acc_b0 = b0;
+    local.gBt_acc = part.dB.data();
+    local.gCt_acc = part.dC.data();
+    local.acc_b0 = part.b0;
     if (wide) {
       avx2::bwd_rows<T>(local, r0, r1);
     } else {
       generic::bwd_rows<T>(local, r0, r1);
     }
-    std::lock_guard<std::mutex> lock(merge);
-    T *dB = gB_all + b0 * slice, *dC = gC_all + b0 * slice;
-    for (int64_t i = 0; i < nb * slice; ++i) {
-      dB[i] += accB[i];
-      dC[i] += accC[i];
-    }
+    std::lock_guard<std::mutex> lock(registry);
+    partials.push_back(std::move(part));
   });
+  std::sort(partials.begin(), partials.end(),
+            [](const Partial &a, const Partial &b) { return a.r0 < b.r0; });
+  T *gB_all = gBt.data_ptr<T>(), *gC_all = gCt.data_ptr<T>();
+  for (const Partial &part : partials) {
+    T *dB = gB_all + part.b0 * slice, *dC = gC_all + part.b0 * slice;
+    for (int64_t i = 0; i < part.nb * slice; ++i) {
+      dB[i] += part.dB[i];
+      dC[i] += part.dC[i];
+    }
+  }
   g.A = gA_rows.sum(0);
   if (gD_rows.defined()) g.D = gD_rows.sum(0);
   if (gbias_rows.defined()) g.bias = gbias_rows.sum(0);

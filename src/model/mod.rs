@@ -7,6 +7,7 @@ mod block;
 pub mod checkpoint;
 mod init;
 mod lm;
+pub mod loss;
 mod mixer;
 mod state;
 

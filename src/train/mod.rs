@@ -1,0 +1,216 @@
+//! Offline batch training: AdamW, warm-up + cosine schedule, gradient clipping, validation NLL,
+//! atomic checkpoints with exact resume, a progress bar and `metrics.jsonl`.
+
+pub mod optim;
+pub mod run_dir;
+pub mod schedule;
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+use crate::model::loss::{mean_nll_nats, nats_to_bits};
+use crate::model::WaveMamba;
+use crate::{Error, Result};
+use optim::{AdamW, AdamWConfig};
+use run_dir::{RunDir, TrainerState};
+
+/// Where training batches come from. Batch `index` must be a pure function of the source's seed
+/// and `index`, so that a resumed run sees exactly the batches the interrupted one would have.
+pub trait Batches {
+    /// Training batch number `index`: (batch, len) int64 mu-law tokens on the CPU.
+    fn train_batch(&mut self, index: u64, batch: i64, len: i64) -> Result<Tensor>;
+    /// The fixed validation set: a list of (b, len) token batches.
+    fn valid_set(&mut self) -> Result<Vec<Tensor>>;
+}
+
+/// Hyper-parameters and bookkeeping intervals.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub steps: u64,
+    pub batch: i64,
+    pub len: i64,
+    pub lr: f64,
+    pub warmup: u64,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub clip: f64,
+    pub seed: u64,
+    pub device: Device,
+    pub log_every: u64,
+    pub valid_every: u64,
+    pub ckpt_every: u64,
+    /// Stop after this many updates in this invocation (the schedule still spans `steps`):
+    /// splits a long run over several time-boxed jobs, continued with `--resume`.
+    pub stop_after: Option<u64>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// How a run starts.
+pub enum Start {
+    /// A freshly initialised model.
+    Fresh(WaveMamba),
+    /// The newest complete checkpoint of the run directory.
+    Resume,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_loss_bits: f64,
+    pub valid_bits: Option<f64>,
+    pub best_valid_bits: Option<f64>,
+    pub elapsed_s: f64,
+    pub samples_per_s: f64,
+}
+
+/// The optimizer wavemamba trains with, over every parameter of `model`.
+pub fn make_optimizer(model: &WaveMamba) -> AdamW {
+    let params: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    AdamW::new(params, AdamWConfig::default())
+}
+
+/// Mean validation NLL in bits per sample over the fixed validation set.
+///
+/// # Errors
+/// Kernel errors.
+pub fn validate(model: &WaveMamba, valid: &[Tensor]) -> Result<f64> {
+    let (mut total, mut count) = (0.0, 0i64);
+    tch::no_grad(|| -> Result<()> {
+        for b in valid {
+            let b = b.to_device(model.device());
+            let n = b.numel() as i64;
+            total += mean_nll_nats(model, &b)?.double_value(&[]) * n as f64;
+            count += n;
+        }
+        Ok(())
+    })?;
+    Ok(nats_to_bits(total / count.max(1) as f64))
+}
+
+/// Trains until `opts.steps` updates are done, checkpointing into `run`.
+///
+/// # Errors
+/// Data, kernel and I/O errors; [`Error::Training`] when the loss or the gradients stop being
+/// finite (the run stops before the bad update; no checkpoint is written from it).
+pub fn train(
+    run: &RunDir,
+    start: Start,
+    data: &mut dyn Batches,
+    opts: &TrainOptions,
+) -> Result<TrainSummary> {
+    let (model, mut opt, mut state) = match start {
+        Start::Fresh(model) => {
+            let opt = make_optimizer(&model);
+            let state = TrainerState {
+                step: 0,
+                seed: opts.seed,
+                best_valid_bits: None,
+                elapsed_s: 0.0,
+            };
+            (model, opt, state)
+        }
+        Start::Resume => {
+            let found = run.resume(opts.device, make_optimizer)?;
+            run.truncate_metrics_after(found.2.step)?;
+            found
+        }
+    };
+    let valid = data.valid_set()?;
+    let bar = progress_bar(opts, state.step);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let (mut last_loss_bits, mut valid_bits) = (f64::NAN, None);
+    let mut window = (Instant::now(), 0u64);
+
+    let stop_at = opts
+        .stop_after
+        .map_or(opts.steps, |n| (state.step + n).min(opts.steps));
+    while state.step < stop_at {
+        let step = state.step;
+        let lr = schedule::lr_at(step, opts.steps, opts.warmup, opts.lr, opts.min_lr_ratio);
+        let tokens = data
+            .train_batch(step, opts.batch, opts.len)?
+            .to_device(opts.device);
+        let loss = forward_loss(&model, &tokens, opts.device)?;
+        let loss_nats = loss.double_value(&[]);
+        if !loss_nats.is_finite() {
+            return Err(Error::Training { step, reason: format!("loss is {loss_nats}; stopped before updating the weights (last good checkpoint kept)") });
+        }
+        loss.backward();
+        let grad_norm = opt.clip_grad_norm(opts.clip);
+        if !grad_norm.is_finite() {
+            return Err(Error::Training { step, reason: format!("gradient norm is {grad_norm}; stopped before updating the weights (last good checkpoint kept)") });
+        }
+        opt.step(lr);
+        state.step += 1;
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        last_loss_bits = nats_to_bits(loss_nats);
+        window.1 += (opts.batch * opts.len) as u64;
+        let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(state.step);
+        bar.set_message(format!(
+            "loss {last_loss_bits:.3} bits  {:.0} samples/s",
+            rate
+        ));
+
+        if state.step % opts.log_every.max(1) == 0 || state.step == stop_at {
+            run.log(&json!({"step": state.step, "loss_bits": last_loss_bits, "lr": lr, "grad_norm": grad_norm,
+                "samples_per_s": rate, "elapsed_s": state.elapsed_s}))?;
+            window = (Instant::now(), 0);
+        }
+        let last = state.step == stop_at;
+        if !valid.is_empty() && (state.step % opts.valid_every.max(1) == 0 || last) {
+            let v = validate(&model, &valid)?;
+            valid_bits = Some(v);
+            run.log(&json!({"step": state.step, "valid_bits": v}))?;
+            if state.best_valid_bits.is_none_or(|b| v < b) {
+                state.best_valid_bits = Some(v);
+                run.save_best(&model)?;
+            }
+            bar.println(format!(
+                "step {}: validation {v:.4} bits/sample",
+                state.step
+            ));
+        }
+        if state.step % opts.ckpt_every.max(1) == 0 || last {
+            run.save(&model, &opt, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        steps: state.step,
+        final_loss_bits: last_loss_bits,
+        valid_bits,
+        best_valid_bits: state.best_valid_bits,
+        elapsed_s: state.elapsed_s,
+        samples_per_s: 0.0_f64
+            .max((state.step as f64 * (opts.batch * opts.len) as f64) / state.elapsed_s.max(1e-9)),
+    })
+}
+
+/// The training loss: mean NLL in nats; bf16 autocast on CUDA, fp32 on CPU.
+fn forward_loss(model: &WaveMamba, tokens: &Tensor, device: Device) -> Result<Tensor> {
+    if device.is_cuda() {
+        tch::autocast(true, || mean_nll_nats(model, tokens)).map(|l| l.to_kind(Kind::Float))
+    } else {
+        mean_nll_nats(model, tokens)
+    }
+}
+
+fn progress_bar(opts: &TrainOptions, at: u64) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(opts.steps);
+    let style = ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(at);
+    bar
+}

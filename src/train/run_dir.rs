@@ -1,0 +1,272 @@
+//! A training run's directory: checkpoints written atomically (temporary directory, fsync,
+//! rename), a `latest` pointer, the best-validation model, and `metrics.jsonl`.
+//!
+//! ```text
+//! RUN_DIR/checkpoints/step-000200/  config.json wavemamba.json model.safetensors
+//!                                   optimizer.safetensors trainer.json
+//! RUN_DIR/latest                    "step-000200" (written atomically)
+//! RUN_DIR/best/                     model directory of the best validation NLL
+//! RUN_DIR/metrics.jsonl             one JSON object per line
+//! ```
+//! A run killed at any moment leaves only complete checkpoints: a half-written one is still a
+//! hidden temporary directory, which `resume` ignores and the next save removes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::optim::AdamW;
+use crate::model::{checkpoint, WaveMamba};
+use crate::{Error, Result};
+
+/// Trainer state saved beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Updates completed; the next batch index is this value.
+    pub step: u64,
+    pub seed: u64,
+    pub best_valid_bits: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const TRAINER_FILE: &str = "trainer.json";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Handle on a run directory.
+pub struct RunDir {
+    pub root: PathBuf,
+    /// How many step checkpoints to keep (the newest ones).
+    pub keep: usize,
+}
+
+impl RunDir {
+    /// Creates the directory if needed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be created.
+    pub fn create(root: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(root.join("checkpoints")).map_err(io_err(root))?;
+        Ok(RunDir {
+            root: root.to_owned(),
+            keep: 2,
+        })
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    pub fn best_dir(&self) -> PathBuf {
+        self.root.join("best")
+    }
+
+    /// Writes a complete checkpoint for `state.step`, then points `latest` at it and prunes old ones.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / libtorch errors; the previous checkpoints stay untouched on failure.
+    pub fn save(&self, model: &WaveMamba, opt: &AdamW, state: &TrainerState) -> Result<PathBuf> {
+        let name = format!("step-{:06}", state.step);
+        let ckdir = self.root.join("checkpoints");
+        let tmp = ckdir.join(format!(".tmp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        write_model_dir(model, &tmp)?;
+        let opt_tensors: Vec<(String, Tensor)> = opt
+            .state_tensors()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_device(Device::Cpu).contiguous()))
+            .collect();
+        Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIMIZER_FILE))?;
+        let text = serde_json::to_string_pretty(state).map_err(|e| Error::Config {
+            reason: e.to_string(),
+        })?;
+        std::fs::write(tmp.join(TRAINER_FILE), text).map_err(io_err(&tmp))?;
+        sync_dir_files(&tmp)?;
+        let dest = ckdir.join(&name);
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        checkpoint::write_atomic(&self.root.join("latest"), |p| {
+            std::fs::write(p, &name).map_err(io_err(p))
+        })?;
+        self.prune()?;
+        Ok(dest)
+    }
+
+    /// Replaces `best/` with the current model (atomically: the old one is moved aside first).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save_best(&self, model: &WaveMamba) -> Result<()> {
+        let tmp = self.root.join(format!(".tmp-best-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        write_model_dir(model, &tmp)?;
+        sync_dir_files(&tmp)?;
+        let best = self.best_dir();
+        let old = self.root.join(".old-best");
+        let _ = std::fs::remove_dir_all(&old);
+        if best.exists() {
+            std::fs::rename(&best, &old).map_err(io_err(&best))?;
+        }
+        std::fs::rename(&tmp, &best).map_err(io_err(&best))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Step checkpoints present, newest first (temporary directories excluded).
+    pub fn checkpoints(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.root.join("checkpoints"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        dirs.reverse();
+        dirs
+    }
+
+    /// Loads the newest checkpoint that loads completely (trying `latest` first) into a model on
+    /// `device` and an optimizer built by `make_opt`.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when no checkpoint in the run loads (each failure is listed).
+    pub fn resume(
+        &self,
+        device: Device,
+        make_opt: impl Fn(&WaveMamba) -> AdamW,
+    ) -> Result<(WaveMamba, AdamW, TrainerState)> {
+        let mut candidates = Vec::new();
+        if let Ok(name) = std::fs::read_to_string(self.root.join("latest")) {
+            candidates.push(self.root.join("checkpoints").join(name.trim()));
+        }
+        candidates.extend(self.checkpoints());
+        let mut failures = Vec::new();
+        for dir in candidates {
+            match load_checkpoint(&dir, device, &make_opt) {
+                Ok(found) => return Ok(found),
+                Err(e) => failures.push(format!("{}: {e}", dir.display())),
+            }
+        }
+        Err(Error::Checkpoint {
+            path: self.root.clone(),
+            reason: if failures.is_empty() {
+                "no checkpoint to resume from (train without --resume first)".into()
+            } else {
+                format!("no checkpoint loads: {}", failures.join("; "))
+            },
+        })
+    }
+
+    /// Deletes all but the newest `keep` step checkpoints, and stale temporary directories.
+    fn prune(&self) -> Result<()> {
+        for old in self.checkpoints().into_iter().skip(self.keep) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        if let Ok(rd) = std::fs::read_dir(self.root.join("checkpoints")) {
+            let own = format!("-{}", std::process::id());
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(".tmp-") && !n.ends_with(&own) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one JSON object to `metrics.jsonl`.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn log(&self, value: &serde_json::Value) -> Result<()> {
+        let path = self.metrics_path();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        writeln!(f, "{value}").map_err(io_err(&path))
+    }
+
+    /// Drops metric lines after `step` (used when resuming, so the log stays one timeline).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn truncate_metrics_after(&self, step: u64) -> Result<()> {
+        let path = self.metrics_path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        checkpoint::write_atomic(&path, |p| std::fs::write(p, kept).map_err(io_err(p)))
+    }
+}
+
+fn write_model_dir(model: &WaveMamba, dir: &Path) -> Result<()> {
+    checkpoint::save(model, dir)
+}
+
+fn sync_dir_files(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        std::fs::File::open(e.path())
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&e.path()))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn load_checkpoint(
+    dir: &Path,
+    device: Device,
+    make_opt: &impl Fn(&WaveMamba) -> AdamW,
+) -> Result<(WaveMamba, AdamW, TrainerState)> {
+    let model = checkpoint::load(dir, device)?;
+    let trainer_path = dir.join(TRAINER_FILE);
+    let text = std::fs::read_to_string(&trainer_path).map_err(io_err(&trainer_path))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: trainer_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let opt_path = dir.join(OPTIMIZER_FILE);
+    let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)
+        .map_err(|e| Error::Checkpoint {
+            path: opt_path.clone(),
+            reason: format!("cannot read: {e}"),
+        })?
+        .into_iter()
+        .collect();
+    let mut opt = make_opt(&model);
+    let missing = opt.load_state(&tensors, state.step as i64);
+    if !missing.is_empty() {
+        return Err(Error::Checkpoint {
+            path: opt_path,
+            reason: format!("missing optimizer tensors: {}", missing.join(", ")),
+        });
+    }
+    Ok((model, opt, state))
+}
