@@ -11,6 +11,7 @@ pub mod error;
 pub mod info;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

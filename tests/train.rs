@@ -126,6 +126,8 @@ fn loss_falls_on_generated_audio() {
     assert!(valid < 7.0, "validation {valid:.3} bits/sample");
     // The best checkpoint and the step checkpoints are loadable model directories.
     checkpoint::load(&run.best_dir(), Device::Cpu).unwrap();
+    let png = std::fs::read(dir.join("loss.png")).expect("loss curve written at validation");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(
         run.checkpoints().len(),
         2,

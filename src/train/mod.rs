@@ -177,6 +177,7 @@ pub fn train(
                 "step {}: validation {v:.4} bits/sample",
                 state.step
             ));
+            crate::plot::loss_curves(&run.metrics_path(), &run.root.join("loss.png"))?;
         }
         if state.step % opts.ckpt_every.max(1) == 0 || last {
             run.save(&model, &opt, &state)?;

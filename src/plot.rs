@@ -1,0 +1,153 @@
+//! PNG plots (plotters, bitmap backend, bundled DejaVu Sans Mono): training curves.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::model::checkpoint::write_atomic;
+use crate::{Error, Result};
+
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSansMono.ttf");
+const FAMILY: &str = "wavemamba-mono";
+
+fn ensure_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// One line of a chart: a label and (x, y) points.
+pub struct Series<'a> {
+    pub label: &'a str,
+    pub points: &'a [(f64, f64)],
+    pub color: RGBColor,
+}
+
+/// Draws line series on one chart and writes a PNG atomically.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written; empty input gives an empty chart.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<()> {
+    ensure_font();
+    let all = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    write_atomic(path, |tmp| {
+        // plotters picks the encoder from the extension: give the temporary file a .png name.
+        let png = tmp.with_extension("png");
+        {
+            let root = BitMapBackend::new(&png, (900, 500)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, (FAMILY, 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .label_style((FAMILY, 14))
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            for s in series {
+                let color = s.color;
+                chart
+                    .draw_series(LineSeries::new(
+                        s.points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| plot_err(path, e))?
+                    .label(s.label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .label_font((FAMILY, 14))
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            root.present().map_err(|e| plot_err(path, e))?;
+        }
+        std::fs::rename(&png, tmp).map_err(|source| Error::Io {
+            path: tmp.to_owned(),
+            source,
+        })
+    })
+}
+
+/// Reads `metrics.jsonl` and draws the training loss and validation NLL (bits/sample) vs step.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn loss_curves(metrics: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics).map_err(|source| Error::Io {
+        path: metrics.to_owned(),
+        source,
+    })?;
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        if let Some(l) = v["loss_bits"].as_f64() {
+            train.push((step, l));
+        }
+        if let Some(l) = v["valid_bits"].as_f64() {
+            valid.push((step, l));
+        }
+    }
+    line_chart(
+        png,
+        "wavemamba training",
+        "step",
+        "NLL (bits/sample)",
+        &[
+            Series {
+                label: "train",
+                points: &train,
+                color: RGBColor(31, 119, 180),
+            },
+            Series {
+                label: "validation",
+                points: &valid,
+                color: RGBColor(214, 39, 40),
+            },
+        ],
+    )
+}
