@@ -8,10 +8,12 @@ pub mod bench;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod info;
 pub mod model;
 pub mod ops;
 pub mod plot;
+pub mod sample;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,178 @@
+//! Continuations: prefill a prompt with the parallel scan (one call), then sample one mu-law
+//! token at a time for every stream of the batch. Audio in/out lives in the CLI-facing
+//! [`continue_audio`]; [`generate_tokens`] is the token-level core.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Device, Kind, Tensor};
+
+use crate::model::{State, WaveMamba, START_TOKEN};
+use crate::sample::Sampler;
+use crate::{Error, Result};
+
+/// Settings of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Samples to generate after the prompt (per stream).
+    pub samples: usize,
+    /// Independent continuations, generated as one batch.
+    pub num: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    /// Show a progress bar with the real-time factor.
+    pub progress: bool,
+}
+
+/// Generated tokens and timings.
+#[derive(Debug)]
+pub struct Generated {
+    /// `num` streams of `samples` tokens each.
+    pub tokens: Vec<Vec<u8>>,
+    pub prefill_s: f64,
+    pub generate_s: f64,
+    /// Which step path ran: "tch" or "engine".
+    pub path: &'static str,
+}
+
+/// Advances every stream by one token and exposes the logits (streams × vocab, row-major).
+pub trait Stepper {
+    fn step(&mut self, tokens: &[u8]) -> Result<&[f32]>;
+}
+
+/// The tch recurrent step (any device), batched over streams.
+pub struct TchStepper<'a> {
+    model: &'a WaveMamba,
+    state: State,
+    logits: Vec<f32>,
+}
+
+impl<'a> TchStepper<'a> {
+    pub fn new(model: &'a WaveMamba, state: State) -> Self {
+        TchStepper {
+            model,
+            state,
+            logits: Vec::new(),
+        }
+    }
+}
+
+impl Stepper for TchStepper<'_> {
+    fn step(&mut self, tokens: &[u8]) -> Result<&[f32]> {
+        let t: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+        let t = Tensor::from_slice(&t).to_device(self.model.device());
+        let logits = tch::no_grad(|| self.model.step(&t, &mut self.state)); // (B, V)
+        self.logits = Vec::<f32>::try_from(
+            logits
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
+                .reshape([-1]),
+        )?;
+        Ok(&self.logits)
+    }
+}
+
+/// Prefills `prompt` (or nothing: unconditional) for `opts.num` streams and samples
+/// `opts.samples` tokens per stream.
+///
+/// # Errors
+/// Invalid options, kernel errors.
+pub fn generate_tokens(
+    model: &WaveMamba,
+    prompt: &[u8],
+    opts: &GenerateOptions,
+) -> Result<Generated> {
+    if opts.num == 0 {
+        return Err(Error::InvalidArgument {
+            name: "num",
+            reason: "must be ≥ 1".into(),
+        });
+    }
+    if !(opts.top_p > 0.0 && opts.top_p <= 1.0)
+        || opts.temperature.is_nan()
+        || opts.temperature < 0.0
+    {
+        return Err(Error::InvalidArgument {
+            name: "sampling",
+            reason: format!(
+                "need temperature ≥ 0 and 0 < top_p ≤ 1, got {} and {}",
+                opts.temperature, opts.top_p
+            ),
+        });
+    }
+    let n = opts.num as i64;
+    let started = Instant::now();
+    // Prefill: the model reads [START] + prompt; its last logits predict the first new sample.
+    let mut state = model.zero_state(n);
+    let mut input: Vec<i64> = vec![START_TOKEN];
+    input.extend(prompt.iter().map(|&t| t as i64));
+    let last_token = input.pop().unwrap_or(START_TOKEN) as u8;
+    if !input.is_empty() {
+        let x = Tensor::from_slice(&input)
+            .unsqueeze(0)
+            .repeat([n, 1])
+            .to_device(model.device());
+        let _logits = tch::no_grad(|| model.prefill(&x, &mut state))?;
+    }
+    let prefill_s = started.elapsed().as_secs_f64();
+    let mut stepper = TchStepper::new(model, state);
+    let generated = run_sampling(&mut stepper, last_token, opts, model.audio.sample_rate)?;
+    Ok(Generated {
+        tokens: generated.0,
+        prefill_s,
+        generate_s: generated.1,
+        path: "tch",
+    })
+}
+
+/// The sampling loop shared by every step path: returns the streams' tokens and the seconds spent.
+pub fn run_sampling(
+    stepper: &mut dyn Stepper,
+    first_input: u8,
+    opts: &GenerateOptions,
+    sample_rate: u32,
+) -> Result<(Vec<Vec<u8>>, f64)> {
+    let mut samplers: Vec<Sampler> = (0..opts.num)
+        .map(|i| {
+            Sampler::new(
+                opts.seed.wrapping_add(i as u64 * 7919),
+                opts.temperature,
+                opts.top_p,
+            )
+        })
+        .collect();
+    let mut out = vec![Vec::with_capacity(opts.samples); opts.num];
+    let mut current = vec![first_input; opts.num];
+    let bar = bar(opts);
+    let started = Instant::now();
+    for i in 0..opts.samples {
+        let logits = stepper.step(&current)?;
+        let vocab = logits.len() / opts.num;
+        for (s, sampler) in samplers.iter_mut().enumerate() {
+            let tok = sampler.sample(&logits[s * vocab..(s + 1) * vocab]) as u8;
+            out[s].push(tok);
+            current[s] = tok;
+        }
+        if i % 1024 == 1023 {
+            let secs = started.elapsed().as_secs_f64();
+            let audio_s = (i + 1) as f64 / sample_rate as f64;
+            bar.set_position(i as u64 + 1);
+            bar.set_message(format!("real-time factor {:.2}", secs / audio_s));
+        }
+    }
+    bar.finish_and_clear();
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
+fn bar(opts: &GenerateOptions) -> ProgressBar {
+    if !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(opts.samples as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
