@@ -45,6 +45,15 @@ pub enum Error {
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
 
+    /// A dataset file or pack that cannot be used.
+    #[error("{path}: {reason}")]
+    Dataset { path: PathBuf, reason: String },
+
+    /// An audio file that cannot be decoded or written (unreadable, truncated, empty, not audio,
+    /// or an unsupported encoding); `reason` says which.
+    #[error("{path}: {reason}")]
+    Audio { path: PathBuf, reason: String },
+
     /// Training cannot go on (non-finite loss or gradients, …).
     #[error("training stopped at step {step}: {reason}")]
     Training { step: u64, reason: String },

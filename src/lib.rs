@@ -13,6 +13,7 @@ pub mod info;
 pub mod model;
 pub mod ops;
 pub mod plot;
+pub mod runtime;
 pub mod sample;
 pub mod train;
 

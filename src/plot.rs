@@ -151,3 +151,115 @@ pub fn loss_curves(metrics: &Path, png: &Path) -> Result<()> {
         ],
     )
 }
+
+/// Log-magnitude spectrogram (512-point STFT, Hann window, hop 128) of mono `samples` as a PNG,
+/// with a vertical line where the prompt ends (`marker_s`, seconds) when given.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::InvalidArgument`] for fewer than 512 samples.
+pub fn spectrogram(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    marker_s: Option<f64>,
+    title: &str,
+) -> Result<()> {
+    use tch::{Kind, Tensor};
+    const N_FFT: i64 = 512;
+    const HOP: i64 = 128;
+    if samples.len() < N_FFT as usize {
+        return Err(Error::InvalidArgument {
+            name: "spectrogram",
+            reason: format!("needs ≥ {N_FFT} samples, got {}", samples.len()),
+        });
+    }
+    ensure_font();
+    let window = Tensor::hann_window(N_FFT, (Kind::Float, tch::Device::Cpu));
+    let spec = Tensor::from_slice(samples).stft(
+        N_FFT,
+        HOP,
+        N_FFT,
+        Some(&window),
+        false,
+        true,
+        true,
+        false,
+    ); // (F, T) complex
+    let db = (spec.abs().square() + 1e-10).log10() * 10.0; // (F, T)
+    let (bins, frames) = (db.size()[0] as usize, db.size()[1] as usize);
+    let values = Vec::<f32>::try_from(db.reshape([-1]))?;
+    let top = values.iter().copied().fold(f32::MIN, f32::max);
+    let floor = top - 80.0;
+    let duration = samples.len() as f64 / sample_rate as f64;
+    let nyquist = sample_rate as f64 / 2.0 / 1000.0;
+    write_atomic(path, |tmp| {
+        let png = tmp.with_extension("png");
+        {
+            let root = BitMapBackend::new(&png, (1000, 420)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, (FAMILY, 20))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(50)
+                .build_cartesian_2d(0.0..duration, 0.0..nyquist)
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("time (s)")
+                .y_desc("kHz")
+                .label_style((FAMILY, 13))
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            let (dt, df) = (duration / frames as f64, nyquist / bins as f64);
+            let cells = (0..frames)
+                .flat_map(|t| (0..bins).map(move |f| (t, f)))
+                .map(|(t, f)| {
+                    let v = ((values[f * frames + t] - floor) / 80.0).clamp(0.0, 1.0) as f64;
+                    let color = heat(v);
+                    Rectangle::new(
+                        [
+                            (t as f64 * dt, f as f64 * df),
+                            ((t + 1) as f64 * dt, (f + 1) as f64 * df),
+                        ],
+                        color.filled(),
+                    )
+                });
+            chart.draw_series(cells).map_err(|e| plot_err(path, e))?;
+            if let Some(m) = marker_s {
+                chart
+                    .draw_series(LineSeries::new(
+                        [(m, 0.0), (m, nyquist)],
+                        WHITE.stroke_width(2),
+                    ))
+                    .map_err(|e| plot_err(path, e))?;
+            }
+            root.present().map_err(|e| plot_err(path, e))?;
+        }
+        std::fs::rename(&png, tmp).map_err(|source| Error::Io {
+            path: tmp.to_owned(),
+            source,
+        })
+    })
+}
+
+/// A dark-blue → magenta → yellow colour ramp for v in [0, 1].
+fn heat(v: f64) -> RGBColor {
+    let lerp = |a: f64, b: f64, t: f64| (a + (b - a) * t).round() as u8;
+    if v < 0.5 {
+        let t = v / 0.5;
+        RGBColor(
+            lerp(10.0, 180.0, t),
+            lerp(10.0, 30.0, t),
+            lerp(60.0, 120.0, t),
+        )
+    } else {
+        let t = (v - 0.5) / 0.5;
+        RGBColor(
+            lerp(180.0, 250.0, t),
+            lerp(30.0, 230.0, t),
+            lerp(120.0, 60.0, t),
+        )
+    }
+}

@@ -1,6 +1,7 @@
 //! Benchmarks behind `wavemamba bench …`: timing helpers shared by every benchmark.
 
 pub mod scan;
+pub mod train;
 
 use std::time::Instant;
 

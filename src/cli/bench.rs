@@ -17,6 +17,33 @@ enum What {
     ///
     /// Example: wavemamba bench scan --batch 4 --dim 128 --len 16384 --state 16 --threads 2 --backward
     Scan(ScanArgs),
+    /// Training throughput (samples/s) of a model size on a device, on synthetic audio.
+    ///
+    /// Example: wavemamba bench train --config small --batch 16 --len 16384 --device cpu
+    Train(TrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// Model size preset (tiny, small, base, large) or a config.json path
+    #[arg(long, default_value = "small")]
+    config: String,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 16)]
+    batch: i64,
+    #[arg(long, default_value_t = 16384)]
+    len: i64,
+    /// Timed steps (after 2 warm-up steps)
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// CPU threads (default: all cores)
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +91,28 @@ struct ScanArgs {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
+        What::Train(a) => {
+            if let Some(t) = a.threads {
+                anyhow::ensure!(t >= 1, "--threads must be ≥ 1, got {t}");
+                tch::set_num_threads(t);
+            }
+            let cfg = wavemamba::bench::train::TrainBench {
+                config: wavemamba::train::job::resolve_config(&a.config)?,
+                audio: Default::default(),
+                device: parse_device(&a.device)?,
+                batch: a.batch,
+                len: a.len,
+                steps: a.steps,
+                warmup: 2,
+            };
+            let report = wavemamba::bench::train::run(&cfg).context("training benchmark failed")?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
         What::Scan(a) => {
             if let Some(t) = a.threads {
                 anyhow::ensure!(t >= 1, "--threads must be ≥ 1, got {t}");

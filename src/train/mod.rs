@@ -1,6 +1,8 @@
 //! Offline batch training: AdamW, warm-up + cosine schedule, gradient clipping, validation NLL,
 //! atomic checkpoints with exact resume, a progress bar and `metrics.jsonl`.
 
+pub mod corpus;
+pub mod job;
 pub mod optim;
 pub mod run_dir;
 pub mod schedule;

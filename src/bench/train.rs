@@ -1,0 +1,102 @@
+//! `wavemamba bench train`: training throughput (samples/s) of a model size on a device, on
+//! synthetic tokens (data loading excluded).
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{AudioConfig, MambaConfig};
+use crate::model::loss::mean_nll_nats;
+use crate::model::WaveMamba;
+use crate::train::make_optimizer;
+use crate::{Error, Result};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct TrainBench {
+    pub config: MambaConfig,
+    pub audio: AudioConfig,
+    pub device: Device,
+    pub batch: i64,
+    pub len: i64,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+/// Measured throughput.
+#[derive(Debug, Serialize)]
+pub struct TrainReport {
+    pub parameters: i64,
+    pub device: String,
+    pub threads: i32,
+    pub batch: i64,
+    pub len: i64,
+    pub ms_per_step: f64,
+    pub samples_per_s: f64,
+    /// Seconds of 16 kHz (model rate) audio trained per second of wall time.
+    pub audio_seconds_per_s: f64,
+}
+
+/// Runs `warmup + steps` full training steps (forward, backward, AdamW) and times the last `steps`.
+///
+/// # Errors
+/// Invalid sizes, kernel errors.
+pub fn run(b: &TrainBench) -> Result<TrainReport> {
+    if b.batch < 1 || b.len < 2 || b.steps < 1 {
+        return Err(Error::InvalidArgument {
+            name: "bench train",
+            reason: "need batch ≥ 1, len ≥ 2, steps ≥ 1".into(),
+        });
+    }
+    tch::manual_seed(0);
+    let model = WaveMamba::new(b.config.clone(), b.audio.clone(), b.device)?;
+    let mut opt = make_optimizer(&model);
+    let t = Tensor::arange(b.len, (Kind::Float, Device::Cpu)).unsqueeze(0) * 0.03;
+    let x = (t.sin() * 0.5 + Tensor::randn([b.batch, b.len], (Kind::Float, Device::Cpu)) * 0.05)
+        .clamp(-1.0, 1.0);
+    let tokens = crate::ops::mulaw_encode(&x, 255)?.to_device(b.device);
+    let mut one_step = || -> Result<()> {
+        let loss = mean_nll_nats(&model, &tokens)?;
+        loss.backward();
+        opt.clip_grad_norm(1.0);
+        opt.step(1e-3);
+        Ok(())
+    };
+    for _ in 0..b.warmup {
+        one_step()?;
+    }
+    let sync = || {
+        if let Device::Cuda(i) = b.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    sync();
+    let start = Instant::now();
+    for _ in 0..b.steps {
+        one_step()?;
+    }
+    sync();
+    let secs = start.elapsed().as_secs_f64() / b.steps as f64;
+    let samples = (b.batch * b.len) as f64 / secs;
+    Ok(TrainReport {
+        parameters: model.num_parameters(),
+        device: format!("{:?}", b.device).to_lowercase(),
+        threads: tch::get_num_threads(),
+        batch: b.batch,
+        len: b.len,
+        ms_per_step: secs * 1e3,
+        samples_per_s: samples,
+        audio_seconds_per_s: samples / b.audio.sample_rate as f64,
+    })
+}
+
+impl std::fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training {} parameters on {} ({} threads), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× real time)",
+            self.parameters, self.device, self.threads, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
+        )
+    }
+}

@@ -1,0 +1,178 @@
+//! `wavemamba train` as one library call: data, model (fresh or resumed), options, run directory.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tch::Device;
+
+use super::corpus::TokenCorpus;
+use super::run_dir::RunDir;
+use super::{train, Start, TrainOptions, TrainSummary};
+use crate::config::{AudioConfig, MambaConfig, Task};
+use crate::model::WaveMamba;
+use crate::{Error, Result};
+
+/// Everything `wavemamba train` needs.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// A token pack (`.wmtok`), or a directory / manifest of audio files.
+    pub data: PathBuf,
+    /// A preset name or a `config.json` path (ignored with `resume`).
+    pub config: String,
+    pub task: Task,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub sample_rate: u32,
+    /// Also write the decoded corpus as a token pack here (to train elsewhere without decoding).
+    pub save_pack: Option<PathBuf>,
+    pub options: TrainOptions,
+}
+
+/// Loads the training data as tokens.
+///
+/// # Errors
+/// [`Error::Dataset`] / [`Error::Io`] for unreadable data or an empty training split.
+pub fn load_corpus(path: &Path, sample_rate: u32, seed: u64) -> Result<TokenCorpus> {
+    let corpus = if path.is_file() && path.extension().is_some_and(|e| e == "wmtok") {
+        TokenCorpus::load_pack(path, seed)?
+    } else {
+        return Err(Error::Dataset {
+            path: path.to_owned(),
+            reason: format!(
+                "audio datasets need the data module (sample rate {sample_rate}, seed {seed})"
+            ),
+        });
+    };
+    if corpus.sample_rate != sample_rate {
+        return Err(Error::Dataset {
+            path: path.to_owned(),
+            reason: format!(
+                "pack is at {} Hz but the model runs at {sample_rate} Hz",
+                corpus.sample_rate
+            ),
+        });
+    }
+    if corpus.train.is_empty() {
+        return Err(Error::Dataset {
+            path: path.to_owned(),
+            reason: "no training audio found".into(),
+        });
+    }
+    Ok(corpus)
+}
+
+/// Resolves `--config`: a preset name or a path to a `config.json`.
+///
+/// # Errors
+/// Unknown preset / unreadable or invalid config.
+pub fn resolve_config(spec: &str) -> Result<MambaConfig> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        MambaConfig::load(path)
+    } else if spec.ends_with(".json") {
+        Err(Error::Io {
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    } else {
+        MambaConfig::preset(spec)
+    }
+}
+
+/// Runs the job: builds or resumes the model, trains, and records provenance and metrics in the
+/// best model's `wavemamba.json`.
+///
+/// # Errors
+/// Everything [`train`] and [`load_corpus`] can return; [`Error::Config`] for a task this build
+/// cannot train.
+pub fn run(job: &TrainJob) -> Result<TrainSummary> {
+    if job.task != Task::Lm {
+        return Err(Error::Config {
+            reason: "task 'denoise' is not available in this build yet (use --task lm)".into(),
+        });
+    }
+    let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed)?;
+    corpus.valid_len = job.options.len;
+    if let Some(pack) = &job.save_pack {
+        corpus.save_pack(pack)?;
+    }
+    let (train_n, valid_n) = corpus.samples();
+    eprintln!(
+        "data: {} train files ({:.2} h), {} validation files ({:.2} h) at {} Hz",
+        corpus.train.len(),
+        train_n as f64 / corpus.sample_rate as f64 / 3600.0,
+        corpus.valid.len(),
+        valid_n as f64 / corpus.sample_rate as f64 / 3600.0,
+        corpus.sample_rate
+    );
+    let run = RunDir::create(&job.out)?;
+    let start = if job.resume {
+        Start::Resume
+    } else {
+        if !run.checkpoints().is_empty() {
+            return Err(Error::InvalidArgument {
+                name: "out",
+                reason: format!("{} already holds checkpoints: pass --resume to continue, or choose a new --out", job.out.display()),
+            });
+        }
+        tch::manual_seed(job.options.seed as i64);
+        let audio = AudioConfig {
+            sample_rate: job.sample_rate,
+            task: job.task,
+            ..AudioConfig::default()
+        };
+        let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
+        eprintln!("model: {} parameters", model.num_parameters());
+        Start::Fresh(model)
+    };
+    let summary = train(&run, start, &mut corpus, &job.options)?;
+    record_provenance(&run.best_dir(), job, &summary, train_n, corpus.sample_rate)?;
+    Ok(summary)
+}
+
+/// Writes data, steps, wall time, device and metrics into `best/wavemamba.json`.
+fn record_provenance(
+    best: &Path,
+    job: &TrainJob,
+    s: &TrainSummary,
+    train_samples: usize,
+    rate: u32,
+) -> Result<()> {
+    let path = best.join(crate::model::checkpoint::AUDIO_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let mut audio = AudioConfig::load(&path)?;
+    let device = match job.options.device {
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        d => format!("{d:?}").to_lowercase(),
+    };
+    audio.provenance = json!({
+        "data": job.data.display().to_string(),
+        "train_hours": train_samples as f64 / rate as f64 / 3600.0,
+        "steps": s.steps,
+        "batch": job.options.batch,
+        "len": job.options.len,
+        "lr": job.options.lr,
+        "wall_time_s": s.elapsed_s,
+        "device": device,
+        "wavemamba_version": env!("CARGO_PKG_VERSION"),
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    if let Some(v) = s.best_valid_bits {
+        audio
+            .metrics
+            .insert("valid_nll_bits_per_sample".into(), json!(v));
+    }
+    let text = serde_json::to_string_pretty(&audio).map_err(|e| Error::Config {
+        reason: e.to_string(),
+    })?;
+    crate::model::checkpoint::write_atomic(&path, |tmp| {
+        std::fs::write(tmp, text + "\n").map_err(|source| Error::Io {
+            path: tmp.to_owned(),
+            source,
+        })
+    })
+}
