@@ -11,8 +11,18 @@ const TORCH_SOURCES: &[&str] = &[
     "csrc/scan/scan_autograd.cpp",
     "csrc/scan/scan_cpu.cpp",
 ];
-/// CUDA translation units (no torch headers), compiled by nvcc under `--features cuda`.
-const CUDA_SOURCES: &[&str] = &["csrc/cuda/mulaw.cu"];
+/// C++ translation units with torch headers compiled only under `--features cuda`.
+const TORCH_CUDA_SOURCES: &[&str] = &["csrc/scan/scan_cuda.cpp"];
+/// CUDA translation units (no torch headers), compiled by nvcc under `--features cuda`; the scan
+/// kernels are instantiated once per dtype and direction so nvcc runs in parallel.
+const CUDA_SOURCES: &[&str] = &[
+    "csrc/cuda/mulaw.cu",
+    "csrc/cuda/scan_launch.cu",
+    "csrc/cuda/scan_fwd_f32.cu",
+    "csrc/cuda/scan_fwd_bf16.cu",
+    "csrc/cuda/scan_bwd_f32.cu",
+    "csrc/cuda/scan_bwd_bf16.cu",
+];
 
 fn main() {
     let manifest =
@@ -66,7 +76,8 @@ fn main() {
         .files(TORCH_SOURCES);
     if let Some(root) = &cuda_root {
         cpp.define("WM_WITH_CUDA", "1")
-            .include(root.join("include"));
+            .include(root.join("include"))
+            .files(TORCH_CUDA_SOURCES);
     }
     cpp.compile("wm_csrc");
 

@@ -15,8 +15,11 @@
 
 #ifdef WM_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+
+#include <memory>
 
 #include "cuda/kernels.h"
 #endif
@@ -49,6 +52,27 @@ const at::Tensor &lent(wm_tensor t, const char *name) {
 at::Tensor optional(wm_tensor t) { return t ? *static_cast<at::Tensor *>(t) : at::Tensor(); }
 
 wm_tensor adopt(at::Tensor t) { return new at::Tensor(std::move(t)); }
+
+#ifdef WM_WITH_CUDA
+/// A pair of CUDA events recorded on the current stream of one device.
+struct CudaTimer {
+  c10::DeviceIndex device = 0;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  ~CudaTimer() {
+    if (start) (void)cudaEventDestroy(start);
+    if (stop) (void)cudaEventDestroy(stop);
+  }
+};
+
+CudaTimer &timer_of(void *t) {
+  TORCH_CHECK(t != nullptr, "timer is NULL");
+  return *static_cast<CudaTimer *>(t);
+}
+#endif
+
+[[maybe_unused]] void no_cuda() {
+  TORCH_CHECK(false, "this build has no CUDA kernels (build with --features cuda)");
+}
 
 void check_mu(int64_t mu) {
   TORCH_CHECK(mu >= 1 && mu <= 65535, "mu must be in [1, 65535], got ", mu);
@@ -93,6 +117,82 @@ int wm_cuda_device_name(int index, char *buf, int64_t len) {
     buf[len - 1] = '\0';
 #else
     TORCH_CHECK(false, "this build has no CUDA kernels (build with --features cuda)");
+#endif
+  });
+}
+
+int wm_cuda_timer_new(int device, void **timer) {
+  return guard("cuda_timer_new", [&] {
+    TORCH_CHECK(timer != nullptr, "output pointer is NULL");
+#ifdef WM_WITH_CUDA
+    const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+    auto t = std::make_unique<CudaTimer>();
+    t->device = static_cast<c10::DeviceIndex>(device);
+    C10_CUDA_CHECK(cudaEventCreate(&t->start));
+    C10_CUDA_CHECK(cudaEventCreate(&t->stop));
+    *timer = t.release();
+#else
+    (void)device;
+    no_cuda();
+#endif
+  });
+}
+
+int wm_cuda_timer_start(void *timer) {
+  return guard("cuda_timer_start", [&] {
+#ifdef WM_WITH_CUDA
+    CudaTimer &t = timer_of(timer);
+    const c10::cuda::CUDAGuard device_guard(t.device);
+    C10_CUDA_CHECK(cudaEventRecord(t.start, at::cuda::getCurrentCUDAStream(t.device)));
+#else
+    (void)timer;
+    no_cuda();
+#endif
+  });
+}
+
+int wm_cuda_timer_stop(void *timer, double *ms) {
+  return guard("cuda_timer_stop", [&] {
+    TORCH_CHECK(ms != nullptr, "output pointer is NULL");
+#ifdef WM_WITH_CUDA
+    CudaTimer &t = timer_of(timer);
+    const c10::cuda::CUDAGuard device_guard(t.device);
+    C10_CUDA_CHECK(cudaEventRecord(t.stop, at::cuda::getCurrentCUDAStream(t.device)));
+    C10_CUDA_CHECK(cudaEventSynchronize(t.stop));
+    float elapsed = 0.f;
+    C10_CUDA_CHECK(cudaEventElapsedTime(&elapsed, t.start, t.stop));
+    *ms = elapsed;
+#else
+    (void)timer;
+    no_cuda();
+#endif
+  });
+}
+
+void wm_cuda_timer_free(void *timer) {
+#ifdef WM_WITH_CUDA
+  delete static_cast<CudaTimer *>(timer);
+#else
+  (void)timer;
+#endif
+}
+
+int wm_cuda_memory(int device, int reset_peak, int64_t *allocated, int64_t *peak) {
+  return guard("cuda_memory", [&] {
+    TORCH_CHECK(allocated != nullptr && peak != nullptr, "output pointers are NULL");
+#ifdef WM_WITH_CUDA
+    namespace alloc = c10::cuda::CUDACachingAllocator;
+    const auto index = static_cast<c10::DeviceIndex>(device);
+    const auto stats = alloc::getDeviceStats(index);
+    const auto &bytes =
+        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    *allocated = bytes.current;
+    *peak = bytes.peak;
+    if (reset_peak) alloc::resetPeakStats(index);
+#else
+    (void)device;
+    (void)reset_peak;
+    no_cuda();
 #endif
   });
 }

@@ -34,6 +34,18 @@ int wm_cuda_device_count(void);
 /* Name of CUDA device `index` into `buf` (NUL-terminated, truncated to `len`). */
 int wm_cuda_device_name(int index, char *buf, int64_t len);
 
+/* CUDA event timer on the current stream of `device` (CUDA builds; elsewhere an error).
+ * new: creates one; start: records its start; stop: records its end, waits for it and writes the
+ * elapsed milliseconds; free: destroys it (NULL is ignored). */
+int wm_cuda_timer_new(int device, void **timer);
+int wm_cuda_timer_start(void *timer);
+int wm_cuda_timer_stop(void *timer, double *ms);
+void wm_cuda_timer_free(void *timer);
+
+/* libtorch's CUDA caching allocator on `device`: bytes allocated now and their peak since the last
+ * reset; `reset_peak` != 0 then resets the peak to the current value. */
+int wm_cuda_memory(int device, int reset_peak, int64_t *allocated, int64_t *peak);
+
 /* 8-bit style mu-law coding (DESIGN.md §2), CPU and CUDA.
  * encode: x floating (any shape, values clamped to [-1, 1]) -> int64 tokens in [0, mu].
  * decode: q integer (any shape, clamped to [0, mu]) -> float32 in [-1, 1].  1 <= mu <= 65535. */

@@ -4,10 +4,14 @@
 //! and holds the pure-tch reference scan used as a test oracle; [`bench`] holds the benchmarks
 //! behind `wavemamba bench`; [`info`] describes the build and the machine.
 
+pub mod audio;
 pub mod bench;
 pub mod config;
+pub mod continuation;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod info;
 pub mod model;
@@ -15,6 +19,7 @@ pub mod ops;
 pub mod plot;
 pub mod runtime;
 pub mod sample;
+pub mod stream;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -210,3 +210,35 @@ fn non_finite_loss_stops_without_touching_checkpoints() {
         saved
     );
 }
+
+#[test]
+fn unet_trains_too() {
+    let dir = tempdir("unet");
+    let run = RunDir::create(&dir).unwrap();
+    tch::manual_seed(6);
+    let audio = AudioConfig {
+        architecture: wavemamba::config::Architecture::Unet,
+        pooling: vec![4, 4],
+        ..AudioConfig::default()
+    };
+    let model = WaveMamba::new(MambaConfig::preset("tiny").unwrap(), audio, Device::Cpu).unwrap();
+    train(
+        &run,
+        Start::Fresh(model),
+        &mut Tones { seed: 9 },
+        &options(40),
+    )
+    .unwrap();
+    let l = losses(&dir);
+    let first: f64 = l[..5].iter().map(|x| x.1).sum::<f64>() / 5.0;
+    let last: f64 = l[l.len() - 5..].iter().map(|x| x.1).sum::<f64>() / 5.0;
+    assert!(
+        last < first - 0.5,
+        "U-Net loss should fall: first {first:.3}, last {last:.3}"
+    );
+    let best = checkpoint::load(&run.best_dir(), Device::Cpu).unwrap();
+    assert_eq!(
+        best.audio.architecture,
+        wavemamba::config::Architecture::Unet
+    );
+}

@@ -20,15 +20,16 @@ std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor &u, const at:
 
 namespace scan {
 
-/// Scan inputs in the compute dtype (float32 or float64), contiguous; B and C are (B, G, N, L).
-/// Optional tensors are undefined when absent.
+/// Scan inputs, contiguous; B and C are (B, G, N, L). Optional tensors are undefined when absent.
+/// CPU: everything in the compute dtype (float32 or float64). CUDA: u, delta, B, C, z in the io
+/// dtype (bfloat16 for bfloat16 `u`, else float32); A, D, bias, h0 in float32.
 struct Inputs {
   at::Tensor u, delta, A, B, C, D, z, bias, h0;
   bool softplus = false;
 };
 
 struct Forward {
-  at::Tensor out;   // (B, D, L), compute dtype
+  at::Tensor out;   // (B, D, L), compute dtype (CPU) / io dtype (CUDA)
   at::Tensor last;  // (B, D, N)
   at::Tensor ckpt;  // (B, D, n_chunks, N), only when requested
 };
@@ -42,6 +43,12 @@ Forward forward_cpu(const Inputs &in, bool save_checkpoints);
 /// `gout` (B, D, L) and `glast` (B, D, N) may be undefined (= zero).
 Grads backward_cpu(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &gout,
                    const at::Tensor &glast);
+
+/// The CUDA kernels (scan_cuda.cpp; defined only in builds with --features cuda). Gradients of
+/// u, delta, z, B, C come back in the io dtype, the others in float32.
+Forward forward_cuda(const Inputs &in, bool save_checkpoints);
+Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &gout,
+                    const at::Tensor &glast);
 
 }  // namespace scan
 }  // namespace wm

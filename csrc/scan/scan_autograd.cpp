@@ -69,29 +69,57 @@ at::Tensor prep(const at::Tensor &t, at::ScalarType dtype) {
   return t.defined() ? t.to(dtype).contiguous() : at::Tensor();
 }
 
+/// Normalises dtypes and layouts for the kernel of u's device (see scan::Inputs).
 scan::Inputs make_inputs(const at::Tensor &u, const at::Tensor &delta, const at::Tensor &A,
                          const at::Tensor &B, const at::Tensor &C, const at::Tensor &D_skip,
                          const at::Tensor &z, const at::Tensor &bias, const at::Tensor &h0,
                          bool softplus) {
-  const auto dt = compute_dtype(u);
+  at::ScalarType io = compute_dtype(u), param = io;
+  if (u.is_cuda()) {
+    TORCH_CHECK(u.scalar_type() != at::kDouble,
+                "selective scan on CUDA: float64 is not supported (use float32 or bfloat16)");
+    io = u.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
+    param = at::kFloat;
+  }
   scan::Inputs in;
-  in.u = prep(u, dt);
-  in.delta = prep(delta, dt);
-  in.A = prep(A, dt);
-  in.B = prep(B.dim() == 3 ? B.unsqueeze(1) : B, dt);
-  in.C = prep(C.dim() == 3 ? C.unsqueeze(1) : C, dt);
-  in.D = prep(D_skip, dt);
-  in.z = prep(z, dt);
-  in.bias = prep(bias, dt);
-  in.h0 = prep(h0, dt);
+  in.u = prep(u, io);
+  in.delta = prep(delta, io);
+  in.A = prep(A, param);
+  in.B = prep(B.dim() == 3 ? B.unsqueeze(1) : B, io);
+  in.C = prep(C.dim() == 3 ? C.unsqueeze(1) : C, io);
+  in.D = prep(D_skip, param);
+  in.z = prep(z, io);
+  in.bias = prep(bias, param);
+  in.h0 = prep(h0, param);
   in.softplus = softplus;
   return in;
 }
 
 scan::Forward run_forward(const scan::Inputs &in, bool save_checkpoints) {
-  TORCH_CHECK(in.u.is_cpu(), "selective scan on ", in.u.device(),
-              ": this build has only the CPU kernel");
+  if (in.u.is_cuda()) {
+#ifdef WM_WITH_CUDA
+    return scan::forward_cuda(in, save_checkpoints);
+#else
+    TORCH_CHECK(false, "selective scan on ", in.u.device(),
+                ": this build has only the CPU kernel (build with --features cuda)");
+#endif
+  }
+  TORCH_CHECK(in.u.is_cpu(), "selective scan on ", in.u.device(), ": unsupported device");
   return scan::forward_cpu(in, save_checkpoints);
+}
+
+scan::Grads run_backward(const scan::Inputs &in, const at::Tensor &ckpt, const at::Tensor &gout,
+                         const at::Tensor &glast) {
+  if (in.u.is_cuda()) {
+#ifdef WM_WITH_CUDA
+    return scan::backward_cuda(in, ckpt, gout, glast);
+#else
+    TORCH_CHECK(false, "selective scan backward on ", in.u.device(),
+                ": this build has only the CPU kernel (build with --features cuda)");
+#endif
+  }
+  TORCH_CHECK(in.u.is_cpu(), "selective scan backward on ", in.u.device(), ": unsupported device");
+  return scan::backward_cpu(in, ckpt, gout, glast);
 }
 
 class ScanFunction : public torch::autograd::Function<ScanFunction> {
@@ -128,9 +156,7 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
     in.h0 = saved[8];
     in.softplus = ctx->saved_data["softplus"].toBool();
     const at::Tensor &ckpt = saved[9];
-    TORCH_CHECK(in.u.is_cpu(), "selective scan backward on ", in.u.device(),
-                ": this build has only the CPU kernel");
-    scan::Grads g = scan::backward_cpu(in, ckpt, grads[0], grads[1]);
+    scan::Grads g = run_backward(in, ckpt, grads[0], grads[1]);
     if (ctx->saved_data["b_groups_dim"].toInt() == 3) {
       g.B = g.B.squeeze(1);
       g.C = g.C.squeeze(1);

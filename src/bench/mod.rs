@@ -1,6 +1,8 @@
 //! Benchmarks behind `wavemamba bench …`: timing helpers shared by every benchmark.
 
+pub mod loader;
 pub mod scan;
+pub mod step;
 pub mod train;
 
 use std::time::Instant;
@@ -29,6 +31,46 @@ pub fn median_ms(device: Device, warmup: usize, reps: usize, mut f: impl FnMut()
         .collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// How [`median_device_ms`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimingMethod {
+    /// Wall clock (CPU).
+    WallClock,
+    /// CUDA events on the current stream around each run.
+    CudaEvents,
+}
+
+/// Median in milliseconds of `reps` runs of `f` after `warmup` runs: on CUDA each run is timed by
+/// CUDA events recorded on the current stream before and after it (device time of the work `f`
+/// enqueues, gaps while the host enqueues included), on CPU with the wall clock.
+///
+/// # Errors
+/// A CUDA error from the events.
+pub fn median_device_ms(
+    device: Device,
+    warmup: usize,
+    reps: usize,
+    mut f: impl FnMut(),
+) -> crate::Result<(f64, TimingMethod)> {
+    let Device::Cuda(index) = device else {
+        return Ok((median_ms(device, warmup, reps, f), TimingMethod::WallClock));
+    };
+    let timer = crate::ops::cuda::CudaTimer::new(index)?;
+    for _ in 0..warmup {
+        f();
+    }
+    tch::Cuda::synchronize(index as i64);
+    let mut times = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        timer.start()?;
+        f();
+        times.push(timer.stop_ms()?);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], TimingMethod::CudaEvents))
 }
 
 /// Resident-set high-water mark of this process (Linux `/proc/self/status` VmHWM), in bytes.

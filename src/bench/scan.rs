@@ -1,12 +1,21 @@
 //! `wavemamba bench scan`: the selective scan kernel against the reference, forward and
-//! forward+backward, with the scan's memory workspace.
+//! forward+backward, with the scan's memory workspace and the bandwidth it achieves.
+//!
+//! On CUDA, times are medians of CUDA-event times (after warm-up) and memory is libtorch's
+//! caching-allocator peak. Bandwidth counts the fewest bytes each pass must move (every input read
+//! once, every output written once; see [`ScanReport::fwd_bytes`]) against the H200's 4.3 TB/s
+//! measured copy bandwidth.
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{median_ms, peak_rss_bytes, reset_peak_rss, rss_bytes};
+use super::{median_device_ms, median_ms, peak_rss_bytes, reset_peak_rss, rss_bytes, TimingMethod};
+use crate::ops::cuda::cuda_memory;
 use crate::ops::{selective_scan, selective_scan_ref, ScanInputs};
 use crate::{Error, Result};
+
+/// Device-to-device copy bandwidth measured on the H200 (bytes read + written), GB/s.
+pub const H200_COPY_GBPS: f64 = 4300.0;
 
 /// Problem size and measurement settings.
 #[derive(Debug, Clone)]
@@ -17,6 +26,8 @@ pub struct ScanBench {
     pub state: i64,
     pub groups: i64,
     pub device: Device,
+    /// dtype of u, delta, B, C, z (float32 or bfloat16); A, D, delta_bias stay float32.
+    pub dtype: Kind,
     /// Also time forward+backward (gradients for every input).
     pub backward: bool,
     /// Also time the pure-tch reference (forward) for the speed ratio.
@@ -35,7 +46,11 @@ pub struct ScanReport {
     pub state: i64,
     pub groups: i64,
     pub device: String,
+    /// "float32" or "bfloat16" (u, delta, B, C, z; the rest float32).
+    pub dtype: String,
     pub threads: i32,
+    /// How times were taken: `cuda_events` or `wall_clock`.
+    pub timing: TimingMethod,
     pub fwd_ms: f64,
     /// B·D·L·N divided by the forward time.
     pub fwd_state_updates_per_s: f64,
@@ -51,6 +66,24 @@ pub struct ScanReport {
     pub outputs_and_grads_mib: Option<f64>,
     /// The scan's own workspace: peak RSS growth minus outputs and gradients, MiB.
     pub workspace_mib: Option<f64>,
+    /// Growth of the CUDA caching allocator's peak during one forward+backward (CUDA only), MiB.
+    pub peak_cuda_growth_mib: Option<f64>,
+    /// The scan's own CUDA workspace: peak growth minus outputs and gradients, in units of
+    /// B·D·L float32 values (the issue asks for O(B·D·L)).
+    pub cuda_workspace_over_bdl_f32: Option<f64>,
+    /// Fewest bytes the forward must move: u, delta, z, B, C, A, D, delta_bias read once; out
+    /// and last_state written once.
+    pub fwd_bytes: f64,
+    /// `fwd_bytes` over the forward median, GB/s.
+    pub achieved_gbps: f64,
+    /// `achieved_gbps` over the 4.3 TB/s copy bandwidth of the H200.
+    pub fraction_of_4300_gbps: f64,
+    /// Fewest bytes forward+backward must move: the forward's, then the inputs and the output
+    /// gradient read again, and every input gradient written once.
+    pub fwdbwd_bytes: Option<f64>,
+    /// `fwdbwd_bytes` over the forward+backward median, GB/s.
+    pub fwdbwd_achieved_gbps: Option<f64>,
+    pub fwdbwd_fraction_of_4300_gbps: Option<f64>,
 }
 
 /// Random inputs in the regime of a trained Mamba layer (never zeros).
@@ -76,14 +109,15 @@ impl Problem {
             vec![bsz, g, n, l]
         };
         let grad = |t: Tensor| t.set_requires_grad(requires_grad);
+        let io = |t: Tensor| t.to_kind(cfg.dtype).set_requires_grad(requires_grad);
         Problem {
-            u: grad(Tensor::randn([bsz, d, l], opts)),
-            delta: grad(Tensor::randn([bsz, d, l], opts) * 0.5),
+            u: io(Tensor::randn([bsz, d, l], opts)),
+            delta: io(Tensor::randn([bsz, d, l], opts) * 0.5),
             a: grad(-(Tensor::randn([d, n], opts) * 0.5).exp()),
-            b: grad(Tensor::randn(bc_shape.as_slice(), opts)),
-            c: grad(Tensor::randn(bc_shape.as_slice(), opts)),
+            b: io(Tensor::randn(bc_shape.as_slice(), opts)),
+            c: io(Tensor::randn(bc_shape.as_slice(), opts)),
             d: grad(Tensor::randn([d], opts)),
-            z: grad(Tensor::randn([bsz, d, l], opts)),
+            z: io(Tensor::randn([bsz, d, l], opts)),
             delta_bias: grad(Tensor::randn([d], opts) * 0.5 - 3.0),
         }
     }
@@ -103,6 +137,7 @@ impl Problem {
         }
     }
 
+    /// Bytes of the tensor inputs; also the bytes of their gradients (same shapes and dtypes).
     fn input_bytes(&self) -> i64 {
         [
             &self.u,
@@ -115,7 +150,7 @@ impl Problem {
             &self.delta_bias,
         ]
         .iter()
-        .map(|t| t.numel() as i64 * 4)
+        .map(|t| bytes_of(t))
         .sum()
     }
 
@@ -135,10 +170,20 @@ impl Problem {
     }
 }
 
-/// One forward+backward with gradients for every input (loss = Σ out + Σ last_state).
+fn bytes_of(t: &Tensor) -> i64 {
+    let size = match t.kind() {
+        Kind::BFloat16 | Kind::Half => 2,
+        Kind::Double => 8,
+        _ => 4,
+    };
+    t.numel() as i64 * size
+}
+
+/// One forward+backward with gradients for every input (loss = Σ out + Σ last_state). The sum
+/// runs in out's dtype so the gradient reaching the kernel stays an expanded scalar.
 fn fwd_bwd(p: &Problem) -> Result<()> {
     let r = selective_scan(&p.inputs())?;
-    (r.out.sum(Kind::Float) + r.last_state.sum(Kind::Float)).f_backward()?;
+    (r.out.sum(r.out.kind()).to_kind(Kind::Float) + r.last_state.sum(Kind::Float)).f_backward()?;
     Ok(())
 }
 
@@ -161,6 +206,12 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
             });
         }
     }
+    if !matches!(cfg.dtype, Kind::Float | Kind::BFloat16) {
+        return Err(Error::InvalidArgument {
+            name: "dtype",
+            reason: format!("must be float32 or bfloat16, got {:?}", cfg.dtype),
+        });
+    }
     if cfg.dim % cfg.groups != 0 {
         return Err(Error::InvalidArgument {
             name: "groups",
@@ -172,26 +223,40 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
     // high-water mark, inputs already allocated (the first call also allocates the gradients).
     let mut grad_problem = cfg.backward.then(|| Problem::new(cfg, true));
     let (mut growth, mut io) = (None, None);
+    let mut cuda_growth = None;
+    let out_bytes = |p: &Problem| {
+        let es = bytes_of(&p.u) / p.u.numel().max(1) as i64;
+        (cfg.batch * cfg.dim * cfg.len) * es + (cfg.batch * cfg.dim * cfg.state) * 4
+    };
     if let Some(p) = &grad_problem {
-        if cfg.device == Device::Cpu {
-            reset_peak_rss();
-            let before = rss_bytes();
-            fwd_bwd(p)?;
-            if let (Some(before), Some(peak)) = (before, peak_rss_bytes()) {
-                let out_bytes = (cfg.batch * cfg.dim * (cfg.len + cfg.state)) * 4;
-                growth = Some(peak.saturating_sub(before) as f64);
-                io = Some((out_bytes + p.input_bytes()) as f64);
+        match cfg.device {
+            Device::Cpu => {
+                reset_peak_rss();
+                let before = rss_bytes();
+                fwd_bwd(p)?;
+                if let (Some(before), Some(peak)) = (before, peak_rss_bytes()) {
+                    growth = Some(peak.saturating_sub(before) as f64);
+                    io = Some((out_bytes(p) + p.input_bytes()) as f64);
+                }
             }
-        } else {
-            fwd_bwd(p)?; // surface errors before timing
+            Device::Cuda(i) => {
+                tch::Cuda::synchronize(i as i64);
+                let before = cuda_memory(i, true)?;
+                fwd_bwd(p)?;
+                tch::Cuda::synchronize(i as i64);
+                let after = cuda_memory(i, false)?;
+                cuda_growth = Some((after.peak - before.allocated).max(0) as f64);
+                io = Some((out_bytes(p) + p.input_bytes()) as f64);
+            }
+            _ => fwd_bwd(p)?,
         }
     }
 
     let plain = Problem::new(cfg, false);
     selective_scan(&plain.inputs())?; // surface errors before timing
-    let fwd_ms = median_ms(cfg.device, cfg.warmup, cfg.reps, || {
+    let (fwd_ms, timing) = median_device_ms(cfg.device, cfg.warmup, cfg.reps, || {
         let _ = selective_scan(&plain.inputs());
-    });
+    })?;
     let ref_fwd_ms = if cfg.reference {
         Some(median_ms(cfg.device, 1, cfg.reps.clamp(1, 3), || {
             let _ = selective_scan_ref(&plain.inputs());
@@ -199,22 +264,33 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
     } else {
         None
     };
+    // Fewest bytes: inputs read once, out and last_state written once.
+    let fwd_bytes = (plain.input_bytes() + out_bytes(&plain)) as f64;
     drop(plain);
 
     let mut fwdbwd_ms = None;
+    let mut fwdbwd_bytes = None;
     if let Some(p) = &mut grad_problem {
         let mut failed = None;
-        fwdbwd_ms = Some(median_ms(cfg.device, cfg.warmup, cfg.reps, || {
+        let (t, _) = median_device_ms(cfg.device, cfg.warmup, cfg.reps, || {
             p.zero_grads();
             if let Err(e) = fwd_bwd(p) {
                 failed = Some(e);
             }
-        }));
+        })?;
         if let Some(e) = failed {
             return Err(e);
         }
+        fwdbwd_ms = Some(t);
+        // Forward, then the inputs and the output gradients read again and every input gradient
+        // written once.
+        fwdbwd_bytes = Some(fwd_bytes + (2 * p.input_bytes() + out_bytes(p)) as f64);
     }
     const MIB: f64 = 1024.0 * 1024.0;
+    let gbps = |bytes: f64, ms: f64| bytes / (ms * 1e-3) / 1e9;
+    let achieved_gbps = gbps(fwd_bytes, fwd_ms);
+    let fwdbwd_achieved_gbps = fwdbwd_bytes.zip(fwdbwd_ms).map(|(b, t)| gbps(b, t));
+    let bdl_f32 = (cfg.batch * cfg.dim * cfg.len * 4) as f64;
     Ok(ScanReport {
         batch: cfg.batch,
         dim: cfg.dim,
@@ -222,7 +298,13 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
         state: cfg.state,
         groups: cfg.groups,
         device: format!("{:?}", cfg.device).to_lowercase(),
+        dtype: match cfg.dtype {
+            Kind::BFloat16 => "bfloat16",
+            _ => "float32",
+        }
+        .to_owned(),
         threads: tch::get_num_threads(),
+        timing,
         fwd_ms,
         fwd_state_updates_per_s: updates / (fwd_ms * 1e-3),
         fwdbwd_ms,
@@ -231,7 +313,18 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
         speedup_vs_reference: ref_fwd_ms.map(|r| r / fwd_ms),
         peak_rss_growth_mib: growth.map(|g| g / MIB),
         outputs_and_grads_mib: io.map(|b| b / MIB),
-        workspace_mib: growth.zip(io).map(|(g, b)| (g - b).max(0.0) / MIB),
+        workspace_mib: growth
+            .or(cuda_growth)
+            .zip(io)
+            .map(|(g, b)| (g - b).max(0.0) / MIB),
+        peak_cuda_growth_mib: cuda_growth.map(|g| g / MIB),
+        cuda_workspace_over_bdl_f32: cuda_growth.zip(io).map(|(g, b)| (g - b).max(0.0) / bdl_f32),
+        fwd_bytes,
+        achieved_gbps,
+        fraction_of_4300_gbps: achieved_gbps / H200_COPY_GBPS,
+        fwdbwd_bytes,
+        fwdbwd_achieved_gbps,
+        fwdbwd_fraction_of_4300_gbps: fwdbwd_achieved_gbps.map(|g| g / H200_COPY_GBPS),
     })
 }
 
@@ -239,16 +332,31 @@ impl std::fmt::Display for ScanReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "selective scan (B, D, L, N, G) = ({}, {}, {}, {}, {}) on {} with {} thread(s)",
-            self.batch, self.dim, self.len, self.state, self.groups, self.device, self.threads
+            "selective scan (B, D, L, N, G) = ({}, {}, {}, {}, {}) {} on {} with {} thread(s)",
+            self.batch,
+            self.dim,
+            self.len,
+            self.state,
+            self.groups,
+            self.dtype,
+            self.device,
+            self.threads
         )?;
         write!(
             f,
-            "  forward            {:9.3} ms   {:.3e} state-updates/s",
-            self.fwd_ms, self.fwd_state_updates_per_s
+            "  forward            {:9.3} ms   {:.3e} state-updates/s   {:.0} GB/s ({:.1}% of 4.3 TB/s)",
+            self.fwd_ms,
+            self.fwd_state_updates_per_s,
+            self.achieved_gbps,
+            100.0 * self.fraction_of_4300_gbps
         )?;
         if let (Some(t), Some(r)) = (self.fwdbwd_ms, self.fwdbwd_over_fwd) {
             write!(f, "\n  forward+backward   {t:9.3} ms   ({r:.2}× forward)")?;
+            if let (Some(g), Some(q)) =
+                (self.fwdbwd_achieved_gbps, self.fwdbwd_fraction_of_4300_gbps)
+            {
+                write!(f, "   {g:.0} GB/s ({:.1}% of 4.3 TB/s)", 100.0 * q)?;
+            }
         }
         if let (Some(t), Some(s)) = (self.ref_fwd_ms, self.speedup_vs_reference) {
             write!(
@@ -262,6 +370,17 @@ impl std::fmt::Display for ScanReport {
                 "\n  peak RSS growth    {g:9.1} MiB  (scan workspace {w:.1} MiB)"
             )?;
         }
+        if let (Some(g), Some(w), Some(r)) = (
+            self.peak_cuda_growth_mib,
+            self.workspace_mib,
+            self.cuda_workspace_over_bdl_f32,
+        ) {
+            write!(
+                f,
+                "\n  peak CUDA growth   {g:9.1} MiB  (scan workspace {w:.1} MiB = {r:.2} × B·D·L float32)"
+            )?;
+        }
+        write!(f, "\n  timing: {:?}", self.timing)?;
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! `wavemamba bench …`
 
 use anyhow::Context;
+use wavemamba::bench::loader::{self, LoaderBench};
 use wavemamba::bench::scan::{self, ScanBench};
+use wavemamba::data::{ShortFiles, Split};
 use wavemamba::device::parse_device;
 
 #[derive(Debug, clap::Args)]
@@ -21,6 +23,46 @@ enum What {
     ///
     /// Example: wavemamba bench train --config small --batch 16 --len 16384 --device cpu
     Train(TrainArgs),
+    /// Dataset loader: seconds of audio delivered per second (× real time) as (B, L) mu-law
+    /// token batches from the decoded-audio cache; also prints the dataset's files, hours and
+    /// skipped files (the first run decodes every file into the cache).
+    ///
+    /// Example: wavemamba bench loader --data /work/corpus/manifest.tsv --batch 16 --len 16384 --workers 1
+    Loader(LoaderArgs),
+    /// Streaming step: µs per sample and real-time factor of the fused CPU step engine and of
+    /// the tch step (one thread by default), and their ratio.
+    ///
+    /// Example: wavemamba bench step --preset small --streams 1 --seconds 2
+    Step(StepArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StepArgs {
+    /// Model directory (default: random weights of --preset)
+    #[arg(long, conflicts_with = "preset")]
+    model: Option<std::path::PathBuf>,
+    /// Size preset with random weights when there is no model directory: tiny, small, base,
+    /// large (default small)
+    #[arg(long)]
+    preset: Option<String>,
+    /// Streams advanced together by each step
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// libtorch threads for the tch step (the engine runs on one thread)
+    #[arg(long, default_value_t = 1)]
+    threads: i32,
+    /// Wall-clock seconds of timing per path
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Engine kernels: scalar or avx2 (default: the best this CPU runs)
+    #[arg(long)]
+    isa: Option<String>,
+    /// Seed of the random weights and input samples
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +83,58 @@ struct TrainArgs {
     /// CPU threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoaderArgs {
+    /// Dataset: a directory (searched recursively) or a manifest file
+    #[arg(long)]
+    data: std::path::PathBuf,
+    /// Cache directory for decoded audio (default: ~/.cache/wavemamba/audio)
+    #[arg(long)]
+    cache: Option<std::path::PathBuf>,
+    /// Sample rate the dataset is resampled to (Hz)
+    #[arg(long, default_value_t = 16_000)]
+    rate: u32,
+    /// Split to draw from: train, valid or test
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Batch size B
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Crop length L (samples)
+    #[arg(long, default_value_t = 16_384)]
+    len: usize,
+    /// Loader threads
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Batches buffered ahead of the consumer
+    #[arg(long, default_value_t = 4)]
+    prefetch: usize,
+    /// Batches timed
+    #[arg(long, default_value_t = 200)]
+    batches: usize,
+    /// Untimed batches first
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// cpu, cuda or cuda:N (where the batches are placed)
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Seed of the crop positions
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Pad files shorter than L with silence instead of concatenating further files
+    #[arg(long)]
+    pad_short: bool,
+    /// Manifest only: keep rows whose COLUMN equals VALUE (repeatable), e.g. --select kind=speech
+    #[arg(long, value_name = "COLUMN=VALUE")]
+    select: Vec<String>,
+    /// Fail on the first unusable file instead of skipping it
+    #[arg(long)]
+    strict: bool,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -69,6 +163,9 @@ struct ScanArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// dtype of u, delta, B, C, z: f32 or bf16 (A, D, delta_bias stay f32)
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    dtype: String,
     /// Also time forward+backward and measure the scan's memory workspace
     #[arg(long)]
     backward: bool,
@@ -91,6 +188,69 @@ struct ScanArgs {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
+        What::Step(a) => {
+            anyhow::ensure!(a.threads >= 1, "--threads must be ≥ 1, got {}", a.threads);
+            tch::set_num_threads(a.threads);
+            let cfg = wavemamba::bench::step::StepBench {
+                model: match a.model {
+                    Some(dir) => wavemamba::bench::step::StepModel::Dir(dir),
+                    None => wavemamba::bench::step::StepModel::Preset(
+                        a.preset.unwrap_or_else(|| "small".into()),
+                    ),
+                },
+                streams: a.streams,
+                seconds: a.seconds,
+                isa: a.isa.as_deref().map(str::parse).transpose()?,
+                seed: a.seed,
+            };
+            let report = wavemamba::bench::step::run(&cfg).context("step benchmark failed")?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        What::Loader(a) => {
+            let cfg = LoaderBench {
+                data: a.data.clone(),
+                cache_dir: a.cache,
+                sample_rate: a.rate,
+                split: a.split.parse::<Split>()?,
+                batch: a.batch,
+                len: a.len,
+                workers: a.workers,
+                prefetch: a.prefetch,
+                batches: a.batches,
+                warmup: a.warmup,
+                device: parse_device(&a.device)?,
+                seed: a.seed,
+                short_files: if a.pad_short {
+                    ShortFiles::Pad
+                } else {
+                    ShortFiles::Concatenate
+                },
+                progress: !a.json,
+                select: a
+                    .select
+                    .iter()
+                    .map(|s| {
+                        s.split_once('=')
+                            .map(|(c, v)| (c.trim().to_string(), v.trim().to_string()))
+                            .with_context(|| format!("--select {s:?}: expected COLUMN=VALUE"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                strict: a.strict,
+            };
+            let report = loader::run(&cfg)
+                .with_context(|| format!("loader benchmark on {} failed", a.data.display()))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
         What::Train(a) => {
             if let Some(t) = a.threads {
                 anyhow::ensure!(t >= 1, "--threads must be ≥ 1, got {t}");
@@ -125,6 +285,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 state: a.state,
                 groups: a.groups,
                 device: parse_device(&a.device)?,
+                dtype: if a.dtype == "bf16" {
+                    tch::Kind::BFloat16
+                } else {
+                    tch::Kind::Float
+                },
                 backward: a.backward,
                 reference: !a.no_reference,
                 warmup: a.warmup,

@@ -2,7 +2,10 @@
 //! struct and a `run` that calls the library. No model or audio logic lives here.
 
 mod bench;
+mod eval;
+mod generate;
 mod info;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,15 +21,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a model on a speech dataset (language model or denoiser)
-    Train(Pending),
+    Train(train::Args),
     /// Continue a WAV prompt (or generate unconditionally) and write a WAV file
-    Generate(Pending),
+    Generate(generate::Args),
     /// Denoise a WAV file with a trained denoiser
     Denoise(Pending),
     /// Run on a microphone in real time: denoise or continue what it hears
     Live(Pending),
     /// Evaluate a model: NLL in bits per sample, or denoising quality
-    Eval(Pending),
+    Eval(eval::Args),
     /// Measure kernels and models (selective scan, …)
     Bench(bench::Args),
     /// Show versions, compiled kernels, CUDA devices and CPU threads
@@ -43,11 +46,11 @@ struct Pending {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(_) => not_implemented("train"),
-        Command::Generate(_) => not_implemented("generate"),
+        Command::Train(args) => train::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Denoise(_) => not_implemented("denoise"),
         Command::Live(_) => not_implemented("live"),
-        Command::Eval(_) => not_implemented("eval"),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),
     }

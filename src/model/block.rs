@@ -74,13 +74,12 @@ impl Backbone {
 
     /// A zero state for `batch` sequences.
     pub fn zero_state(&self, batch: i64) -> State {
-        State {
-            layers: self
-                .layers
+        State::plain(
+            self.layers
                 .iter()
                 .map(|l| l.mixer.zero_state(batch))
                 .collect(),
-        }
+        )
     }
 
     /// Hidden states after `norm_f` for a whole sequence (continuing from `state` if given).

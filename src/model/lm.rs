@@ -5,7 +5,8 @@ use tch::{nn, Device, Kind, Tensor};
 use super::block::Backbone;
 use super::init;
 use super::state::State;
-use crate::config::{AudioConfig, MambaConfig};
+use super::unet::{self, Unet};
+use crate::config::{Architecture, AudioConfig, MambaConfig};
 use crate::{Error, Result};
 
 /// The network between the embedding lookup and the head, by architecture.
@@ -13,6 +14,8 @@ use crate::{Error, Result};
 pub enum Body {
     /// Upstream `MixerModel` (state-dict prefix `backbone.`).
     Plain(Backbone),
+    /// The multi-scale U-Net (state-dict prefix `unet.`), see [`super::unet`].
+    Unet(Unet),
 }
 
 /// A waveform language model: body + (tied) LM head. Owns its `VarStore`.
@@ -27,25 +30,32 @@ pub struct WaveMamba {
 }
 
 impl WaveMamba {
-    /// A randomly initialised model (upstream init) on `device`.
+    /// A randomly initialised model (upstream init) on `device`. For the U-Net, the pooling
+    /// factors and blocks per stage actually used are written back into `audio` (defaults
+    /// resolved, see [`super::unet`]).
     ///
     /// # Errors
     /// [`Error::Config`] when the config asks for something wavemamba cannot run.
-    pub fn new(config: MambaConfig, audio: AudioConfig, device: Device) -> Result<WaveMamba> {
+    pub fn new(config: MambaConfig, mut audio: AudioConfig, device: Device) -> Result<WaveMamba> {
         config.validate()?;
-        if audio.architecture != crate::config::Architecture::Plain {
-            return Err(Error::Config {
-                reason: format!(
-                    "architecture {:?} is not available in this build",
-                    audio.architecture
-                ),
-            });
-        }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let backbone = Backbone::new(&(&root / "backbone"), &config);
+        let body = match audio.architecture {
+            Architecture::Plain => Body::Plain(Backbone::new(&(&root / "backbone"), &config)),
+            Architecture::Unet => {
+                let (pooling, blocks) = unet::resolve(&config, &audio)?;
+                let body = Unet::new(&(&root / "unet"), &config, &pooling, blocks);
+                audio.pooling = pooling;
+                audio.blocks_per_stage = blocks;
+                Body::Unet(body)
+            }
+        };
+        let embedding = match &body {
+            Body::Plain(b) => &b.embedding,
+            Body::Unet(u) => &u.embedding,
+        };
         let lm_head = if config.tie_embeddings {
-            backbone.embedding.shallow_clone()
+            embedding.shallow_clone()
         } else {
             let w = Tensor::randn(
                 [config.padded_vocab(), config.d_model],
@@ -57,7 +67,7 @@ impl WaveMamba {
             vs,
             config,
             audio,
-            body: Body::Plain(backbone),
+            body,
             lm_head,
         })
     }
@@ -96,6 +106,7 @@ impl WaveMamba {
     pub fn zero_state(&self, batch: i64) -> State {
         match &self.body {
             Body::Plain(b) => b.zero_state(batch),
+            Body::Unet(u) => u.zero_state(batch),
         }
     }
 
@@ -126,9 +137,13 @@ impl WaveMamba {
     ///
     /// # Shapes
     /// `tokens`: (B) int64 → (B, vocab).
+    ///
+    /// # Panics
+    /// If `state` was not made by this model's [`WaveMamba::zero_state`] (U-Net).
     pub fn step(&self, tokens: &Tensor, state: &mut State) -> Tensor {
         let h = match &self.body {
             Body::Plain(b) => b.step(tokens, state),
+            Body::Unet(u) => u.step(tokens, state),
         };
         self.head(&h)
     }
@@ -137,6 +152,7 @@ impl WaveMamba {
     fn hidden(&self, tokens: &Tensor, state: Option<&mut State>) -> Result<Tensor> {
         match &self.body {
             Body::Plain(b) => b.forward(tokens, state),
+            Body::Unet(u) => u.forward(tokens, state),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Raw bindings to `csrc/wavemamba.h` and the one helper that turns its status codes into
 //! [`Error::Kernel`]. Only `ops` uses these; everything public goes through safe wrappers.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 
 use tch::Tensor;
 use torch_sys::C_tensor;
@@ -17,6 +17,16 @@ extern "C" {
     pub(crate) fn wm_torch_version() -> *const c_char;
     pub(crate) fn wm_cuda_device_count() -> c_int;
     pub(crate) fn wm_cuda_device_name(index: c_int, buf: *mut c_char, len: i64) -> c_int;
+    pub(crate) fn wm_cuda_timer_new(device: c_int, timer: *mut *mut c_void) -> c_int;
+    pub(crate) fn wm_cuda_timer_start(timer: *mut c_void) -> c_int;
+    pub(crate) fn wm_cuda_timer_stop(timer: *mut c_void, ms: *mut f64) -> c_int;
+    pub(crate) fn wm_cuda_timer_free(timer: *mut c_void);
+    pub(crate) fn wm_cuda_memory(
+        device: c_int,
+        reset_peak: c_int,
+        allocated: *mut i64,
+        peak: *mut i64,
+    ) -> c_int;
     pub(crate) fn wm_mulaw_encode(x: WmTensor, mu: i64, out: *mut WmTensor) -> c_int;
     pub(crate) fn wm_mulaw_decode(q: WmTensor, mu: i64, out: *mut WmTensor) -> c_int;
     #[allow(clippy::too_many_arguments)]

@@ -1,5 +1,6 @@
 //! Safe Rust wrappers over the kernels in `csrc/`, and the pure-tch reference scan.
 
+pub mod cuda;
 mod ffi;
 pub mod mulaw;
 pub mod scan;

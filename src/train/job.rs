@@ -20,11 +20,16 @@ pub struct TrainJob {
     /// A preset name or a `config.json` path (ignored with `resume`).
     pub config: String,
     pub task: Task,
+    /// Plain stack or multi-scale U-Net (pooling factors per stage; empty = [4, 4]).
+    pub architecture: crate::config::Architecture,
+    pub pooling: Vec<i64>,
     pub out: PathBuf,
     pub resume: bool,
     pub sample_rate: u32,
     /// Also write the decoded corpus as a token pack here (to train elsewhere without decoding).
     pub save_pack: Option<PathBuf>,
+    /// Fail on the first unreadable audio file instead of skipping it.
+    pub strict: bool,
     pub options: TrainOptions,
 }
 
@@ -32,16 +37,11 @@ pub struct TrainJob {
 ///
 /// # Errors
 /// [`Error::Dataset`] / [`Error::Io`] for unreadable data or an empty training split.
-pub fn load_corpus(path: &Path, sample_rate: u32, seed: u64) -> Result<TokenCorpus> {
+pub fn load_corpus(path: &Path, sample_rate: u32, seed: u64, strict: bool) -> Result<TokenCorpus> {
     let corpus = if path.is_file() && path.extension().is_some_and(|e| e == "wmtok") {
         TokenCorpus::load_pack(path, seed)?
     } else {
-        return Err(Error::Dataset {
-            path: path.to_owned(),
-            reason: format!(
-                "audio datasets need the data module (sample rate {sample_rate}, seed {seed})"
-            ),
-        });
+        super::audio_corpus::from_audio(path, sample_rate, seed, strict)?
     };
     if corpus.sample_rate != sample_rate {
         return Err(Error::Dataset {
@@ -91,7 +91,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
             reason: "task 'denoise' is not available in this build yet (use --task lm)".into(),
         });
     }
-    let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed)?;
+    let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed, job.strict)?;
     corpus.valid_len = job.options.len;
     if let Some(pack) = &job.save_pack {
         corpus.save_pack(pack)?;
@@ -105,6 +105,17 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         valid_n as f64 / corpus.sample_rate as f64 / 3600.0,
         corpus.sample_rate
     );
+    if job.options.steps == 0 {
+        // Nothing to train: only the data work (e.g. --save-pack) was asked for.
+        return Ok(TrainSummary {
+            steps: 0,
+            final_loss_bits: f64::NAN,
+            valid_bits: None,
+            best_valid_bits: None,
+            elapsed_s: 0.0,
+            samples_per_s: 0.0,
+        });
+    }
     let run = RunDir::create(&job.out)?;
     let start = if job.resume {
         Start::Resume

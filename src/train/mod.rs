@@ -1,6 +1,7 @@
 //! Offline batch training: AdamW, warm-up + cosine schedule, gradient clipping, validation NLL,
 //! atomic checkpoints with exact resume, a progress bar and `metrics.jsonl`.
 
+pub mod audio_corpus;
 pub mod corpus;
 pub mod job;
 pub mod optim;

@@ -92,7 +92,7 @@ impl RunDir {
         std::fs::write(tmp.join(TRAINER_FILE), text).map_err(io_err(&tmp))?;
         sync_dir_files(&tmp)?;
         let dest = ckdir.join(&name);
-        let _ = std::fs::remove_dir_all(&dest);
+        discard(&dest);
         std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
         checkpoint::write_atomic(&self.root.join("latest"), |p| {
             std::fs::write(p, &name).map_err(io_err(p))
@@ -174,13 +174,13 @@ impl RunDir {
     /// Deletes all but the newest `keep` step checkpoints, and stale temporary directories.
     fn prune(&self) -> Result<()> {
         for old in self.checkpoints().into_iter().skip(self.keep) {
-            let _ = std::fs::remove_dir_all(old);
+            discard(&old);
         }
         if let Ok(rd) = std::fs::read_dir(self.root.join("checkpoints")) {
             let own = format!("-{}", std::process::id());
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(".tmp-") && !n.ends_with(&own) {
+                if n.starts_with(".trash-") || (n.starts_with(".tmp-") && !n.ends_with(&own)) {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -222,6 +222,22 @@ impl RunDir {
             .map(|l| format!("{l}\n"))
             .collect();
         checkpoint::write_atomic(&path, |p| std::fs::write(p, kept).map_err(io_err(p)))
+    }
+}
+
+/// Removes a checkpoint directory so that a kill at any moment never leaves a half-deleted one
+/// under its real name: it is first renamed to a hidden `.trash-…` name (atomic), then deleted.
+fn discard(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let trash = dir.with_file_name(format!(".trash-{name}-{}", std::process::id()));
+    if std::fs::rename(dir, &trash).is_ok() {
+        let _ = std::fs::remove_dir_all(&trash);
     }
 }
 

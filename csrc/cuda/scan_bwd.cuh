@@ -1,0 +1,449 @@
+// Backward selective scan kernels (see scan_common.cuh for the design). Included by the per-dtype
+// instantiation files scan_bwd_f32.cu and scan_bwd_bf16.cu.
+//
+// Adjoint recurrence (csrc/scan/scan_kernel.inc, bwd_rows_impl), per row and state n, t = L−1..0:
+//   g = C_t·gy_t + gh;  gh ← exp(dt_t·A)·g;  with gy = gout·silu(z) (gout without z)
+//   dA:  Σ_t g·h_{t−1}·exp(dt_t·A)·dt_t          dB_t += g·dt_t·u_t     dC_t += gy_t·h_t
+//   gu_t = gy_t·D + dt_t·Σ_n g·B_t               gdt_t = Σ_n g·h_{t−1}·exp(dt_t·A)·A + u_t·Σ_n g·B_t
+//   gdelta = gdt·σ(delta + bias) with softplus;  gz = gout·x·σ(z)·(1 + z·(1 − σ(z))), x = y + D·u
+#pragma once
+
+#include "cuda/scan_common.cuh"
+
+namespace wm::cuda::scan_detail {
+
+/// The per-row tiles of the backward: raw loads of one chunk, and what the kernels derive from
+/// them. Used by both backward kernels.
+template <typename T, int LPR, int S>
+struct BwdRows {
+  using C = Cfg<LPR, S>;
+  float4 pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS], pg[C::ROW_UNITS];
+
+  __device__ void load(const ScanArgs &a, const Place<LPR, S> &pl, int64_t c, bool need_u) {
+    const T *u = static_cast<const T *>(a.u);
+    const T *delta = static_cast<const T *>(a.delta);
+    const T *zp = static_cast<const T *>(a.z);
+    const T *gout = static_cast<const T *>(a.gout);
+    const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+      pu[k] = pd[k] = pz[k] = pg[k] = zero4;
+      if (unit < C::ROW_QUADS && rr < pl.rows_valid) {
+        const int64_t d = pl.d0 + rr;
+        const int64_t base = (pl.b * pl.D + d) * pl.L;
+        const int64_t t = c * kTC + 4 * q;
+        if (need_u) pu[k] = load_quad(u + base, t, pl.L, 1, a.vec);
+        pd[k] = load_quad(delta + base, t, pl.L, 1, a.vec);
+        if (zp) pz[k] = load_quad(zp + base, t, pl.L, 1, a.vec);
+        if (gout) {
+          const T *grow = gout + pl.b * a.gout_stride[0] + d * a.gout_stride[1];
+          pg[k] = load_quad(grow, t, pl.L, a.gout_stride[2], a.gout_vec);
+        }
+      }
+    }
+  }
+};
+
+/// Loads the group's C (and B) tile of one chunk into registers / shared memory.
+template <typename T, int LPR, int S>
+struct BwdBC {
+  using C = Cfg<LPR, S>;
+  float4 pB[C::BC_UNITS], pC[C::BC_UNITS];
+
+  __device__ void load(const ScanArgs &a, const Place<LPR, S> &pl, int64_t c, bool need_b) {
+    const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int k = 0; k < C::BC_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      const int n = unit / (kTC / 4), q = unit % (kTC / 4);
+      pB[k] = pC[k] = zero4;
+      if (unit < C::BC_QUADS && n < pl.N) {
+        const int64_t base = (pl.bg * pl.N + n) * pl.L;
+        const int64_t t = c * kTC + 4 * q;
+        if (need_b) pB[k] = load_quad(static_cast<const T *>(a.Bm) + base, t, pl.L, 1, a.vec);
+        pC[k] = load_quad(static_cast<const T *>(a.Cm) + base, t, pl.L, 1, a.vec);
+      }
+    }
+  }
+  __device__ void store(const Place<LPR, S> &pl, float *s_B, float *s_C) const {
+#pragma unroll
+    for (int k = 0; k < C::BC_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit < C::BC_QUADS) {
+        const int n = unit / (kTC / 4), q = unit % (kTC / 4);
+        if (s_B) st4(s_B + n * kTP + 4 * q, pB[k]);
+        st4(s_C + n * kTP + 4 * q, pC[k]);
+      }
+    }
+  }
+};
+
+/// Derived per-(row, t) values: dt, σ(delta + bias) (1 without softplus), gy = gout·silu(z) (gout
+/// without z) and gzf = gout·σ(z)·(1 + z·(1 − σ(z))), so that dz = gzf·(y + D·u).
+__device__ __forceinline__ void derive(float delta_b, float z, float go, bool softplus, bool has_z,
+                                       bool in, float &dt, float &sd, float &gy, float &gzf) {
+  float sp = delta_b, sig = 1.f;
+  if (softplus) softplus_sigmoid(delta_b, sp, sig);
+  dt = in ? sp : 0.f;
+  sd = sig;
+  const float sz = has_z ? sigmoid(z) : 1.f;
+  gy = in ? (has_z ? go * z * sz : go) : 0.f;
+  gzf = go * sz * (1.f + z * (1.f - sz));
+}
+
+/// Segmented backward, pass 1: adjoint at each segment's start with zero adjoint at its end.
+template <typename T, int LPR, int S>
+__global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs a) {
+  using C = Cfg<LPR, S>;
+  extern __shared__ float4 smem4[];
+  float *s_dt = reinterpret_cast<float *>(smem4);  // [RB][kTP]
+  float *s_gy = s_dt + C::RB * kTP;                 // [RB][kTP]
+  float *s_C = s_gy + C::RB * kTP;                  // [NP][kTP]
+
+  const Place<LPR, S> pl(a);
+  const int64_t BD = a.batch * pl.D;
+  const bool has_z = a.z != nullptr;
+  float A2[S], gh[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int n = pl.n_of(s);
+    A2[s] = (pl.valid && n < pl.N) ? a.A[pl.d * pl.N + n] * kLog2e : 0.f;
+    gh[s] = 0.f;
+  }
+  BwdRows<T, LPR, S> rows;
+  BwdBC<T, LPR, S> bc;
+  float dtsum = 0.f;
+  if (pl.c_begin < pl.c_end) {
+    rows.load(a, pl, pl.c_end - 1, false);
+    bc.load(a, pl, pl.c_end - 1, false);
+  }
+  for (int64_t c = pl.c_end - 1; c >= pl.c_begin; --c) {
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit < C::ROW_QUADS) {
+        const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+        const bool row_ok = rr < pl.rows_valid;
+        const float bias = (row_ok && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+        float dt[4], gy[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float sd, gzf;
+          derive(comp(rows.pd[k], e) + bias, comp(rows.pz[k], e), comp(rows.pg[k], e),
+                 a.softplus, has_z, row_ok && c * kTC + 4 * q + e < pl.L, dt[e], sd, gy[e], gzf);
+        }
+        const int o = rr * kTP + 4 * q;
+        st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
+        st4(s_gy + o, make_float4(gy[0], gy[1], gy[2], gy[3]));
+      }
+    }
+    bc.store(pl, nullptr, s_C);
+    __syncthreads();
+    if (c > pl.c_begin) {
+      rows.load(a, pl, c - 1, false);
+      bc.load(a, pl, c - 1, false);
+    }
+#pragma unroll 1
+    for (int t0 = kTC - 4; t0 >= 0; t0 -= 4) {
+      const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
+      const float4 gy4 = ld4(s_gy + pl.r * kTP + t0);
+      float4 c4[S];
+#pragma unroll
+      for (int s = 0; s < S; ++s) c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+#pragma unroll
+      for (int k = 3; k >= 0; --k) {
+        const float dt = comp(dt4, k), gy = comp(gy4, k);
+        dtsum += dt;
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const float g = fmaf(comp(c4[s], k), gy, gh[s]);
+          gh[s] = g * ex2(dt * A2[s]);
+        }
+      }
+    }
+  }
+  if (pl.valid) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int n = pl.n_of(s);
+      if (n < pl.N) a.seg_state[(pl.seg * BD + pl.row) * pl.N + n] = gh[s];
+    }
+    if (pl.ln == 0) a.seg_dtsum[pl.seg * BD + pl.row] = dtsum;
+  }
+}
+
+/// The backward scan proper.
+template <typename T, int LPR, int S>
+__global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
+  using C = Cfg<LPR, S>;
+  constexpr int TS = C::TS;
+  constexpr int HS = kThreads * S;  // row stride of the state history
+  extern __shared__ float4 smem4[];
+  float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] each
+  float *s_sd = s_u + C::RB * kTP;                // σ(delta + bias)
+  float *s_gzf = s_sd + C::RB * kTP;              // dz = gzf·(y + D·u)
+  float *s_dt = s_gzf + C::RB * kTP;
+  float *s_du = s_dt + C::RB * kTP;
+  float *s_gy = s_du + C::RB * kTP;
+  float *s_B = s_gy + C::RB * kTP;  // [NP][kTP]
+  float *s_C = s_B + C::NP * kTP;   // [NP][kTP]
+  float *s_h = s_C + C::NP * kTP;   // [kTC + 1][HS]: s_h[t + 1] = state after step t
+  float *s_dB = s_h + (kTC + 1) * HS;  // [TS][RB][NP]
+  float *s_dC = s_dB + TS * C::RB * C::NP;
+  // The flush stage reuses nothing: [2][NP][TS + 1] after s_dC.
+  float *s_stage = s_dC + TS * C::RB * C::NP;
+
+  const Place<LPR, S> pl(a);
+  const int64_t BD = a.batch * pl.D;
+  const int64_t BG = a.batch * pl.G;
+  const bool has_z = a.z != nullptr;
+  T *gu = static_cast<T *>(a.gu);
+  T *gdelta = static_cast<T *>(a.gdelta);
+  T *gz = static_cast<T *>(a.gz);
+
+  float A2[S], Af[S], gh[S], gA[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int n = pl.n_of(s);
+    const bool ok = pl.valid && n < pl.N;
+    Af[s] = ok ? a.A[pl.d * pl.N + n] : 0.f;
+    A2[s] = Af[s] * kLog2e;
+    float g0 = 0.f;
+    if (ok) {
+      if (a.n_seg > 1) {
+        g0 = a.seg_state[(pl.seg * BD + pl.row) * pl.N + n];
+      } else if (a.glast) {
+        g0 = a.glast[pl.row * pl.N + n];
+      }
+    }
+    gh[s] = g0;
+    gA[s] = 0.f;
+  }
+  const float dskip = (pl.valid && a.D_skip) ? a.D_skip[pl.d] : 0.f;
+  float gD_acc = 0.f, gb_acc = 0.f;
+
+  BwdRows<T, LPR, S> rows;
+  BwdBC<T, LPR, S> bc;
+  if (pl.c_begin < pl.c_end) {
+    rows.load(a, pl, pl.c_end - 1, true);
+    bc.load(a, pl, pl.c_end - 1, true);
+  }
+  for (int64_t c = pl.c_end - 1; c >= pl.c_begin; --c) {
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit < C::ROW_QUADS) {
+        const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+        const bool row_ok = rr < pl.rows_valid;
+        const float bias = (row_ok && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+        float dt[4], sd[4], gy[4], du[4], gzf[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          derive(comp(rows.pd[k], e) + bias, comp(rows.pz[k], e), comp(rows.pg[k], e),
+                 a.softplus, has_z, row_ok && c * kTC + 4 * q + e < pl.L, dt[e], sd[e], gy[e],
+                 gzf[e]);
+          du[e] = dt[e] * comp(rows.pu[k], e);
+        }
+        const int o = rr * kTP + 4 * q;
+        st4(s_u + o, rows.pu[k]);
+        st4(s_sd + o, make_float4(sd[0], sd[1], sd[2], sd[3]));
+        st4(s_gzf + o, make_float4(gzf[0], gzf[1], gzf[2], gzf[3]));
+        st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
+        st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));
+        st4(s_gy + o, make_float4(gy[0], gy[1], gy[2], gy[3]));
+      }
+    }
+    bc.store(pl, s_B, s_C);
+    __syncthreads();
+    if (c > pl.c_begin) {
+      rows.load(a, pl, c - 1, true);
+      bc.load(a, pl, c - 1, true);
+    }
+
+    // Phase A: recompute the chunk's states from the checkpoint (and y, for dz).
+    float h[S];
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int n = pl.n_of(s);
+      h[s] = (pl.valid && n < pl.N) ? a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] : 0.f;
+      s_h[pl.tid * S + s] = h[s];
+    }
+#pragma unroll 1
+    for (int grp = 0; grp < kTC / LPR; ++grp) {
+      float p[LPR];
+#pragma unroll
+      for (int j0 = 0; j0 < LPR; j0 += 4) {
+        const int t0 = grp * LPR + j0;
+        const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
+        const float4 du4 = ld4(s_du + pl.r * kTP + t0);
+        float4 b4[S], c4[S];
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
+          c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float dtk = comp(dt4, k), duk = comp(du4, k);
+          float acc = 0.f;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            h[s] = fmaf(ex2(dtk * A2[s]), h[s], duk * comp(b4[s], k));
+            s_h[(t0 + k + 1) * HS + pl.tid * S + s] = h[s];
+            acc = fmaf(comp(c4[s], k), h[s], acc);
+          }
+          p[j0 + k] = acc;
+        }
+      }
+      if (has_z) {
+        const float y = transpose_reduce<LPR>(p, pl.lane);
+        const int t = grp * LPR + pl.ln;
+        const int64_t tg = c * kTC + t;
+        if (pl.valid && tg < pl.L) {
+          const int o = pl.r * kTP + t;
+          gz[pl.row * pl.L + tg] = IO<T>::from_f(s_gzf[o] * fmaf(dskip, s_u[o], y));
+        }
+      }
+    }
+
+    // Phase C: the adjoint recurrence backwards through the chunk.
+    float hcur[S];
+#pragma unroll
+    for (int s = 0; s < S; ++s) hcur[s] = s_h[kTC * HS + pl.tid * S + s];
+#pragma unroll 1
+    for (int grp = kTC / LPR - 1; grp >= 0; --grp) {
+      float qdt[LPR], qu[LPR];
+#pragma unroll
+      for (int j0 = LPR - 4; j0 >= 0; j0 -= 4) {
+        const int t0 = grp * LPR + j0;
+        const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
+        const float4 du4 = ld4(s_du + pl.r * kTP + t0);
+        const float4 gy4 = ld4(s_gy + pl.r * kTP + t0);
+        float4 b4[S], c4[S];
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
+          c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+        }
+#pragma unroll
+        for (int k = 3; k >= 0; --k) {
+          const int t = t0 + k;
+          const float dt = comp(dt4, k), du = comp(du4, k), gy = comp(gy4, k);
+          float sdt = 0.f, su = 0.f;
+          float *dB = s_dB + ((t % TS) * C::RB + pl.r) * C::NP;
+          float *dC = s_dC + ((t % TS) * C::RB + pl.r) * C::NP;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const int n = pl.n_of(s);
+            const float hprev = s_h[t * HS + pl.tid * S + s];
+            const float dA = ex2(dt * A2[s]);
+            const float g = fmaf(comp(c4[s], k), gy, gh[s]);
+            const float ga = g * hprev * dA;
+            gA[s] = fmaf(ga, dt, gA[s]);
+            sdt = fmaf(ga, Af[s], sdt);
+            su = fmaf(g, comp(b4[s], k), su);
+            dB[n] = g * du;
+            dC[n] = gy * hcur[s];
+            gh[s] = g * dA;
+            hcur[s] = hprev;
+          }
+          qdt[j0 + k] = sdt;
+          qu[j0 + k] = su;
+        }
+      }
+      const float Qdt = transpose_reduce<LPR>(qdt, pl.lane);
+      const float Qu = transpose_reduce<LPR>(qu, pl.lane);
+      {
+        const int t = grp * LPR + pl.ln;
+        const int64_t tg = c * kTC + t;
+        if (pl.valid && tg < pl.L) {
+          const int o = pl.r * kTP + t;
+          const float gyv = s_gy[o], dtv = s_dt[o], uv = s_u[o];
+          const float gd = fmaf(Qu, uv, Qdt) * s_sd[o];
+          gu[pl.row * pl.L + tg] = IO<T>::from_f(fmaf(gyv, dskip, Qu * dtv));
+          gdelta[pl.row * pl.L + tg] = IO<T>::from_f(gd);
+          gD_acc = fmaf(gyv, uv, gD_acc);
+          gb_acc += gd;
+        }
+      }
+      if ((grp * LPR) % TS == 0) {
+        // Flush steps [t_lo, t_lo + TS): sum over the block's rows (fixed order) into the stage,
+        // then write the block's partial dB, dC rows (coalesced along t).
+        const int t_lo = grp * LPR;
+        __syncthreads();
+        for (int o = pl.tid; o < 2 * C::NP * TS; o += kThreads) {
+          const int n = o % C::NP, tt = (o / C::NP) % TS, which = o / (C::NP * TS);
+          const float *buf = which ? s_dC : s_dB;
+          float sum = 0.f;
+#pragma unroll 4
+          for (int rr = 0; rr < C::RB; ++rr) sum += buf[(tt * C::RB + rr) * C::NP + n];
+          s_stage[(which * C::NP + n) * (TS + 1) + tt] = sum;
+        }
+        __syncthreads();
+        for (int o = pl.tid; o < 2 * C::NP * TS; o += kThreads) {
+          const int tt = o % TS, n = (o / TS) % C::NP, which = o / (C::NP * TS);
+          const int64_t tg = c * kTC + t_lo + tt;
+          if (n < pl.N && tg < pl.L) {
+            a.dbc_part[(((which * pl.nrb + pl.rb) * BG + pl.bg) * pl.N + n) * pl.L + tg] =
+                s_stage[(which * C::NP + n) * (TS + 1) + tt];
+          }
+        }
+      }
+    }
+  }
+
+  const float gD_row = row_sum<LPR>(gD_acc), gb_row = row_sum<LPR>(gb_acc);
+  if (pl.valid) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int n = pl.n_of(s);
+      if (n >= pl.N) continue;
+      a.gA_part[(pl.seg * BD + pl.row) * pl.N + n] = gA[s];
+      if (pl.seg == 0 && a.gh0) a.gh0[pl.row * pl.N + n] = gh[s];
+    }
+    if (pl.ln == 0) {
+      if (a.gD_part) a.gD_part[pl.seg * BD + pl.row] = gD_row;
+      if (a.gbias_part) a.gbias_part[pl.seg * BD + pl.row] = gb_row;
+    }
+  }
+}
+
+template <typename T>
+struct BwdLocalLauncher {
+  const ScanArgs &a;
+  cudaStream_t stream;
+  template <int LPR, int S>
+  cudaError_t operator()() const {
+    const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
+    return launch(scan_bwd_local_kernel<T, LPR, S>, a, bx, Cfg<LPR, S>::BWD_LOCAL_FLOATS, stream);
+  }
+};
+
+template <typename T>
+struct BwdLauncher {
+  const ScanArgs &a;
+  cudaStream_t stream;
+  template <int LPR, int S>
+  cudaError_t operator()() const {
+    using C = Cfg<LPR, S>;
+    const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
+    const int floats = C::BWD_FLOATS + 2 * C::NP * (C::TS + 1);
+    return launch(scan_bwd_kernel<T, LPR, S>, a, bx, floats, stream);
+  }
+};
+
+template <typename T>
+cudaError_t launch_bwd_local(const ScanArgs &a, cudaStream_t stream) {
+  return with_config(a.cfg, BwdLocalLauncher<T>{a, stream});
+}
+
+template <typename T>
+cudaError_t launch_bwd(const ScanArgs &a, cudaStream_t stream) {
+  return with_config(a.cfg, BwdLauncher<T>{a, stream});
+}
+
+}  // namespace wm::cuda::scan_detail

@@ -1,0 +1,243 @@
+// Selective scan on CUDA: shared pieces of the forward and backward kernels (torch-free).
+//
+// Design (same semantics as csrc/scan/scan_kernel.inc, whose comments give the formulas):
+// - Thread layout: `LPR` lanes of a warp share one (b, d) row and each lane owns `S` consecutive
+//   states n, so a warp covers 32/LPR rows and a block of kWarps warps covers RB rows, all of the
+//   same (batch b, group g). Time is walked sequentially by each lane; the h recurrence lives in
+//   registers, in float32 whatever the io dtype.
+// - Time goes in chunks of kTC = 64 steps (the checkpoint interval). Per chunk the block loads the
+//   rows' u, delta, z (and gout) and the group's B, C tiles from global memory into shared memory
+//   (coalesced; the next chunk's loads are issued into registers before the current chunk is
+//   scanned), computes dt = softplus(delta + bias) once per (row, t), then every lane reads dt, dt·u
+//   (broadcast within a row) and its own B[n], C[n] (4 time steps per 16-byte shared load).
+// - y_t = Σ_n C·h needs a sum across the row's lanes: each lane keeps LPR consecutive steps' partial
+//   sums and one "transpose reduction" (LPR−1 shuffles per LPR steps) leaves lane j with step j's
+//   total, so lane j also writes out[t0 + j] (no per-step reduction tree).
+// - Long sequences with few rows are split into segments of whole chunks scanned by separate
+//   blocks: pass 1 scans each segment from zero (end state + Σdt), pass 2 chains the segments
+//   (h_end = exp(A·Σdt)·h_start + local end), pass 3 is the ordinary scan started from the right
+//   state. The backward does the same with the adjoint recurrence.
+// - Backward per chunk (last to first): recompute the chunk's states from its checkpoint into
+//   shared memory (y too, for dz), then run the adjoint recurrence backwards. Sums over n (dt and u
+//   gradients) use the same transpose reduction; sums over the rows of dB/dC go through shared
+//   memory (fixed order) into per-row-block partials in global memory, reduced by a second kernel in
+//   fixed order: no atomics anywhere, so results are bit-identical from run to run.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/kernels.h"
+
+namespace wm::cuda::scan_detail {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kTC = static_cast<int>(kScanChunk);  // time steps per chunk
+constexpr int kTP = kTC + 4;                        // padded row stride of shared tiles (floats)
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int LPR, int S>
+struct Cfg {
+  static_assert(LPR == 4 || LPR == 8 || LPR == 16 || LPR == 32, "lanes per row");
+  static constexpr int RW = 32 / LPR;     // rows per warp
+  static constexpr int RB = RW * kWarps;  // rows per block
+  static constexpr int NP = LPR * S;      // padded state size
+  static constexpr int ROW_QUADS = RB * (kTC / 4);
+  static constexpr int ROW_UNITS = (ROW_QUADS + kThreads - 1) / kThreads;
+  static constexpr int BC_QUADS = NP * (kTC / 4);
+  static constexpr int BC_UNITS = (BC_QUADS + kThreads - 1) / kThreads;
+  static constexpr int TS = LPR > 16 ? LPR : 16;  // steps per dB/dC flush in the backward
+  // Shared memory (floats).
+  static constexpr int FWD_FLOATS = (4 * RB + 2 * NP) * kTP;
+  static constexpr int BWD_LOCAL_FLOATS = (2 * RB + NP) * kTP;
+  static constexpr int BWD_FLOATS =
+      (6 * RB + 2 * NP) * kTP + (kTC + 1) * kThreads * S + 2 * TS * RB * NP;
+};
+
+// ---- math -----------------------------------------------------------------------------------
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/// softplus(x) = max(x, 0) + log1p(e^−|x|) and σ(x) from the same exponential.
+__device__ __forceinline__ void softplus_sigmoid(float x, float &sp, float &sig) {
+  const float e = expf(-fabsf(x));
+  sp = fmaxf(x, 0.f) + log1pf(e);
+  const float r = 1.f / (1.f + e);
+  sig = x >= 0.f ? r : e * r;
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+template <int K>
+__device__ __forceinline__ float comp(const float4 &v) {
+  static_assert(K >= 0 && K < 4, "component");
+  return K == 0 ? v.x : K == 1 ? v.y : K == 2 ? v.z : v.w;
+}
+
+__device__ __forceinline__ float comp(const float4 &v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+
+__device__ __forceinline__ float4 ld4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+__device__ __forceinline__ void st4(float *p, float4 v) { *reinterpret_cast<float4 *>(p) = v; }
+
+/// v[j] holds this lane's partial sum for step j (j < LPR). Afterwards the lane with
+/// lane % LPR == j returns the sum over the LPR lanes of v[j]. LPR−1 shuffles in all.
+template <int CNT, int LPR>
+__device__ __forceinline__ void transpose_level(float (&v)[LPR], int lane) {
+  if constexpr (CNT > 1) {
+    constexpr int half = CNT / 2;
+    const bool upper = (lane & half) != 0;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = upper ? v[i] : v[i + half];
+      const float keep = upper ? v[i + half] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, half);
+    }
+    transpose_level<half, LPR>(v, lane);
+  }
+}
+
+template <int LPR>
+__device__ __forceinline__ float transpose_reduce(float (&v)[LPR], int lane) {
+  transpose_level<LPR, LPR>(v, lane);
+  return v[0];
+}
+
+/// Sum over the LPR lanes of a row (butterfly: every lane gets the total, fixed order).
+template <int LPR>
+__device__ __forceinline__ float row_sum(float v) {
+#pragma unroll
+  for (int off = LPR / 2; off >= 1; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// ---- io dtypes ------------------------------------------------------------------------------
+
+template <typename T>
+struct IO;
+
+template <>
+struct IO<float> {
+  __device__ static float to_f(float v) { return v; }
+  __device__ static float from_f(float v) { return v; }
+  __device__ static float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+};
+
+template <>
+struct IO<__nv_bfloat16> {
+  __device__ static float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __device__ static __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+  __device__ static float4 load4(const __nv_bfloat16 *p) {
+    const uint2 raw = *reinterpret_cast<const uint2 *>(p);
+    __nv_bfloat162 lo, hi;
+    memcpy(&lo, &raw.x, 4);
+    memcpy(&hi, &raw.y, 4);
+    const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+    return make_float4(a.x, a.y, b.x, b.y);
+  }
+};
+
+/// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`.
+/// `vec`: the row is aligned for a 4-element vector load and stride == 1.
+template <typename T>
+__device__ __forceinline__ float4 load_quad(const T *row, int64_t t, int64_t len, int64_t stride,
+                                            bool vec) {
+  if (vec && t + 3 < len) return IO<T>::load4(row + t);
+  float v[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = t + k < len ? IO<T>::to_f(row[(t + k) * stride]) : 0.f;
+  return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+/// Where a block sits: rows [d0, d0 + rows_valid) of group g in batch b, segment seg.
+template <int LPR, int S>
+struct Place {
+  using C = Cfg<LPR, S>;
+  int64_t D, L, N, G, dpg, nrb, g, rb, b, seg, d0, bg;
+  int rows_valid;
+  int tid, lane, ln, r;  // r: this lane's row within the block, ln: lane within the row
+  bool valid;            // r < rows_valid
+  int64_t d, row;
+  int64_t c_begin, c_end;
+
+  __device__ explicit Place(const ScanArgs &a) {
+    D = a.dim;
+    L = a.len;
+    N = a.dstate;
+    G = a.groups;
+    dpg = D / G;
+    nrb = (dpg + C::RB - 1) / C::RB;
+    g = blockIdx.x / nrb;
+    rb = blockIdx.x % nrb;
+    b = blockIdx.y;
+    seg = blockIdx.z;
+    d0 = g * dpg + rb * C::RB;
+    bg = b * G + g;
+    rows_valid = static_cast<int>(dpg - rb * C::RB < C::RB ? dpg - rb * C::RB : C::RB);
+    tid = threadIdx.x;
+    lane = tid & 31;
+    ln = lane % LPR;
+    r = (tid >> 5) * C::RW + lane / LPR;
+    valid = r < rows_valid;
+    d = d0 + r;
+    row = b * D + d;
+    c_begin = seg * a.chunks_per_seg;
+    c_end = c_begin + a.chunks_per_seg < a.n_chunks ? c_begin + a.chunks_per_seg : a.n_chunks;
+  }
+  /// State index of this lane's s-th state.
+  __device__ int n_of(int s) const { return ln * S + s; }
+};
+
+template <typename T, int LPR, int S, bool kLocal>
+__global__ void scan_fwd_kernel(const ScanArgs a);
+template <typename T, int LPR, int S>
+__global__ void scan_bwd_local_kernel(const ScanArgs a);
+template <typename T, int LPR, int S>
+__global__ void scan_bwd_kernel(const ScanArgs a);
+
+/// Number of thread blocks along x for a configuration: groups × row blocks per group.
+template <int LPR, int S>
+inline int64_t row_blocks_per_group(const ScanArgs &a) {
+  return (a.dim / a.groups + Cfg<LPR, S>::RB - 1) / Cfg<LPR, S>::RB;
+}
+
+template <typename K>
+inline cudaError_t launch(K kernel, const ScanArgs &a, int64_t blocks_x, int smem_floats,
+                          cudaStream_t stream) {
+  const size_t smem = static_cast<size_t>(smem_floats) * sizeof(float);
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(a.batch),
+                  static_cast<unsigned>(a.n_seg));
+  kernel<<<grid, kThreads, smem, stream>>>(a);
+  return cudaSuccess;
+}
+
+/// Calls f.template operator()<LPR, S>() for the configuration in `cfg`.
+template <typename F>
+inline cudaError_t with_config(ScanConfig cfg, F &&f) {
+  if (cfg.lanes == 8 && cfg.states == 1) return f.template operator()<8, 1>();
+  if (cfg.lanes == 16 && cfg.states == 1) return f.template operator()<16, 1>();
+  if (cfg.lanes == 8 && cfg.states == 2) return f.template operator()<8, 2>();
+  if (cfg.lanes == 32 && cfg.states == 1) return f.template operator()<32, 1>();
+  if (cfg.lanes == 32 && cfg.states == 2) return f.template operator()<32, 2>();
+  return cudaErrorInvalidValue;
+}
+
+template <typename T>
+cudaError_t launch_fwd(const ScanArgs &a, bool local, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_bwd_local(const ScanArgs &a, cudaStream_t stream);
+template <typename T>
+cudaError_t launch_bwd(const ScanArgs &a, cudaStream_t stream);
+
+}  // namespace wm::cuda::scan_detail

@@ -1,0 +1,216 @@
+// Forward selective scan kernels (see scan_common.cuh for the design). Included by the per-dtype
+// instantiation files scan_fwd_f32.cu and scan_fwd_bf16.cu.
+#pragma once
+
+#include "cuda/scan_common.cuh"
+
+namespace wm::cuda::scan_detail {
+
+/// kLocal = false: the scan proper (out, ckpt, last). kLocal = true: segmented pass 1 (each
+/// segment from zero; end state and Σdt into seg_state / seg_dtsum; no output).
+template <typename T, int LPR, int S, bool kLocal>
+__global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
+  using C = Cfg<LPR, S>;
+  extern __shared__ float4 smem4[];
+  float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] u
+  float *s_z = s_u + C::RB * kTP;                 // [RB][kTP] z
+  float *s_dt = s_z + C::RB * kTP;                // [RB][kTP] dt
+  float *s_du = s_dt + C::RB * kTP;               // [RB][kTP] dt·u
+  float *s_B = s_du + C::RB * kTP;                // [NP][kTP]
+  float *s_C = s_B + C::NP * kTP;                 // [NP][kTP]
+
+  const Place<LPR, S> pl(a);
+  const T *u = static_cast<const T *>(a.u);
+  const T *delta = static_cast<const T *>(a.delta);
+  const T *zp = kLocal ? nullptr : static_cast<const T *>(a.z);
+  const T *Bm = static_cast<const T *>(a.Bm);
+  const T *Cm = static_cast<const T *>(a.Cm);
+  const bool vec = a.vec;
+  const int64_t BD = a.batch * pl.D;
+
+  float A2[S], h[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int n = pl.n_of(s);
+    const bool ok = pl.valid && n < pl.N;
+    A2[s] = ok ? a.A[pl.d * pl.N + n] * kLog2e : 0.f;
+    float h0 = 0.f;
+    if (ok && !kLocal) {
+      if (a.n_seg > 1) {
+        h0 = a.seg_state[(pl.seg * BD + pl.row) * pl.N + n];
+      } else if (a.h0) {
+        h0 = a.h0[pl.row * pl.N + n];
+      }
+    }
+    h[s] = h0;
+  }
+  const float dskip = (!kLocal && pl.valid && a.D_skip) ? a.D_skip[pl.d] : 0.f;
+
+  // Prefetch registers: the next chunk's raw tiles.
+  float4 pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS];
+  float4 pB[C::BC_UNITS], pC[C::BC_UNITS];
+  const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  auto load = [&](int64_t c) {
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+      pu[k] = pd[k] = pz[k] = zero4;
+      if (unit < C::ROW_QUADS && rr < pl.rows_valid) {
+        const int64_t base = (pl.b * pl.D + pl.d0 + rr) * pl.L;
+        const int64_t t = c * kTC + 4 * q;
+        pu[k] = load_quad(u + base, t, pl.L, 1, vec);
+        pd[k] = load_quad(delta + base, t, pl.L, 1, vec);
+        if (zp) pz[k] = load_quad(zp + base, t, pl.L, 1, vec);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < C::BC_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      const int n = unit / (kTC / 4), q = unit % (kTC / 4);
+      pB[k] = pC[k] = zero4;
+      if (unit < C::BC_QUADS && n < pl.N) {
+        const int64_t base = (pl.bg * pl.N + n) * pl.L;
+        const int64_t t = c * kTC + 4 * q;
+        pB[k] = load_quad(Bm + base, t, pl.L, 1, vec);
+        if (!kLocal) pC[k] = load_quad(Cm + base, t, pl.L, 1, vec);
+      }
+    }
+  };
+
+  auto store = [&](int64_t c) {
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit < C::ROW_QUADS) {
+        const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+        const bool row_ok = rr < pl.rows_valid;
+        const float bias = (row_ok && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+        float dt[4], du[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float x = comp(pd[k], e) + bias;
+          float v = x;
+          if (a.softplus) {
+            float sig;
+            softplus_sigmoid(x, v, sig);
+          }
+          const bool in = row_ok && c * kTC + 4 * q + e < pl.L;
+          dt[e] = in ? v : 0.f;
+          du[e] = dt[e] * comp(pu[k], e);
+        }
+        const int o = rr * kTP + 4 * q;
+        st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
+        st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));
+        if (!kLocal) {
+          st4(s_u + o, pu[k]);
+          st4(s_z + o, pz[k]);
+        }
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < C::BC_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit < C::BC_QUADS) {
+        const int n = unit / (kTC / 4), q = unit % (kTC / 4);
+        st4(s_B + n * kTP + 4 * q, pB[k]);
+        if (!kLocal) st4(s_C + n * kTP + 4 * q, pC[k]);
+      }
+    }
+  };
+
+  T *out = kLocal ? nullptr : static_cast<T *>(a.out);
+  float dtsum = 0.f;
+  if (pl.c_begin < pl.c_end) load(pl.c_begin);
+  for (int64_t c = pl.c_begin; c < pl.c_end; ++c) {
+    __syncthreads();
+    store(c);
+    __syncthreads();
+    if (c + 1 < pl.c_end) load(c + 1);
+    if (!kLocal && a.ckpt && pl.valid) {
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const int n = pl.n_of(s);
+        if (n < pl.N) a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] = h[s];
+      }
+    }
+#pragma unroll 1
+    for (int grp = 0; grp < kTC / LPR; ++grp) {
+      float p[LPR];
+#pragma unroll
+      for (int j0 = 0; j0 < LPR; j0 += 4) {
+        const int t0 = grp * LPR + j0;
+        const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
+        const float4 du4 = ld4(s_du + pl.r * kTP + t0);
+        float4 b4[S], c4[S];
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
+          c4[s] = kLocal ? zero4 : ld4(s_C + pl.n_of(s) * kTP + t0);
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float dtk = comp(dt4, k), duk = comp(du4, k);
+          float acc = 0.f;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const float dA = ex2(dtk * A2[s]);
+            h[s] = fmaf(dA, h[s], duk * comp(b4[s], k));
+            if (!kLocal) acc = fmaf(comp(c4[s], k), h[s], acc);
+          }
+          p[j0 + k] = acc;
+          if (kLocal) dtsum += dtk;
+        }
+      }
+      if (!kLocal) {
+        const float y = transpose_reduce<LPR>(p, pl.lane);
+        const int t = grp * LPR + pl.ln;
+        const int64_t tg = c * kTC + t;
+        if (pl.valid && tg < pl.L) {
+          float x = fmaf(dskip, s_u[pl.r * kTP + t], y);
+          if (zp) {
+            const float zz = s_z[pl.r * kTP + t];
+            x *= zz * sigmoid(zz);
+          }
+          out[pl.row * pl.L + tg] = IO<T>::from_f(x);
+        }
+      }
+    }
+  }
+
+  if (pl.valid) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int n = pl.n_of(s);
+      if (n >= pl.N) continue;
+      if (kLocal) {
+        a.seg_state[(pl.seg * BD + pl.row) * pl.N + n] = h[s];
+      } else if (pl.seg == a.n_seg - 1) {
+        a.last[pl.row * pl.N + n] = h[s];
+      }
+    }
+    if (kLocal && pl.ln == 0) a.seg_dtsum[pl.seg * BD + pl.row] = dtsum;
+  }
+}
+
+template <typename T>
+struct FwdLauncher {
+  const ScanArgs &a;
+  bool local;
+  cudaStream_t stream;
+  template <int LPR, int S>
+  cudaError_t operator()() const {
+    using C = Cfg<LPR, S>;
+    const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
+    if (local) return launch(scan_fwd_kernel<T, LPR, S, true>, a, bx, C::FWD_FLOATS, stream);
+    return launch(scan_fwd_kernel<T, LPR, S, false>, a, bx, C::FWD_FLOATS, stream);
+  }
+};
+
+template <typename T>
+cudaError_t launch_fwd(const ScanArgs &a, bool local, cudaStream_t stream) {
+  return with_config(a.cfg, FwdLauncher<T>{a, local, stream});
+}
+
+}  // namespace wm::cuda::scan_detail

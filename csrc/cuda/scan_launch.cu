@@ -1,0 +1,161 @@
+// Selective scan on CUDA: the launchers of kernels.h (dtype dispatch), the segment-chaining kernels
+// and the deterministic dB/dC reduction.
+#include "cuda/scan_common.cuh"
+
+namespace wm::cuda {
+
+using scan_detail::ex2;
+using scan_detail::kLog2e;
+
+ScanConfig scan_config_for(int64_t dstate, bool prefer_wide) {
+  if (dstate <= 8) return {8, 1};
+  if (dstate <= 16) return prefer_wide ? ScanConfig{8, 2} : ScanConfig{16, 1};
+  if (dstate <= 32) return {32, 1};
+  return {32, 2};
+}
+
+int scan_rows_per_block(ScanConfig cfg) { return 32 / cfg.lanes * scan_detail::kWarps; }
+
+namespace {
+
+/// Forward pass 2: per (row, n), sequential over segments. In: seg_state = local end states.
+/// Out: seg_state = true start state of each segment.
+__global__ void fwd_combine_kernel(const ScanArgs a) {
+  const int64_t BD = a.batch * a.dim, N = a.dstate;
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= BD * N) return;
+  const int64_t row = i / N, n = i % N, d = row % a.dim;
+  const float A2 = a.A[d * N + n] * kLog2e;
+  float h = a.h0 ? a.h0[i] : 0.f;
+  for (int64_t s = 0; s < a.n_seg; ++s) {
+    float *slot = a.seg_state + s * BD * N + i;
+    const float local_end = *slot;
+    *slot = h;
+    h = fmaf(ex2(A2 * a.seg_dtsum[s * BD + row]), h, local_end);
+  }
+}
+
+/// Backward pass 2: per (row, n), from the last segment to the first. In: seg_state = adjoint at
+/// each segment's start given a zero adjoint at its end. Out: seg_state = adjoint entering each
+/// segment at its end.
+__global__ void bwd_combine_kernel(const ScanArgs a) {
+  const int64_t BD = a.batch * a.dim, N = a.dstate;
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= BD * N) return;
+  const int64_t row = i / N, n = i % N, d = row % a.dim;
+  const float A2 = a.A[d * N + n] * kLog2e;
+  float g = a.glast ? a.glast[i] : 0.f;
+  for (int64_t s = a.n_seg - 1; s >= 0; --s) {
+    float *slot = a.seg_state + s * BD * N + i;
+    const float local_start = *slot;
+    *slot = g;
+    g = fmaf(ex2(A2 * a.seg_dtsum[s * BD + row]), g, local_start);
+  }
+}
+
+/// gB, gC (B, G, N, L) = Σ over row blocks of dbc_part (2, nrb, B, G, N, L), in fixed order.
+template <typename T>
+__global__ void dbc_reduce_kernel(const float *part, int64_t nrb, int64_t slice, T *gB, T *gC) {
+  const int64_t total = 2 * slice;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t which = i / slice, j = i % slice;
+    const float *p = part + which * nrb * slice + j;
+    float sum = 0.f;
+    for (int64_t k = 0; k < nrb; ++k) sum += p[k * slice];
+    (which ? gC : gB)[j] = scan_detail::IO<T>::from_f(sum);
+  }
+}
+
+/// Same with 4 consecutive elements per thread (slice % 4 == 0).
+template <typename T>
+__global__ void dbc_reduce4_kernel(const float *part, int64_t nrb, int64_t slice, T *gB, T *gC) {
+  const int64_t total4 = 2 * slice / 4;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total4;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t e = 4 * i, which = e / slice, j = e % slice;
+    const float *p = part + which * nrb * slice + j;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int64_t k = 0; k < nrb; ++k) {
+      const float4 v = *reinterpret_cast<const float4 *>(p + k * slice);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    T *out = (which ? gC : gB) + j;
+    out[0] = scan_detail::IO<T>::from_f(sum.x);
+    out[1] = scan_detail::IO<T>::from_f(sum.y);
+    out[2] = scan_detail::IO<T>::from_f(sum.z);
+    out[3] = scan_detail::IO<T>::from_f(sum.w);
+  }
+}
+
+unsigned blocks_for(int64_t n, int threads) {
+  const int64_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));
+}
+
+}  // namespace
+
+cudaError_t scan_fwd_local(const ScanArgs &a, cudaStream_t stream) {
+  return a.dtype == ScanDType::BF16
+             ? scan_detail::launch_fwd<__nv_bfloat16>(a, true, stream)
+             : scan_detail::launch_fwd<float>(a, true, stream);
+}
+
+cudaError_t scan_fwd_main(const ScanArgs &a, cudaStream_t stream) {
+  return a.dtype == ScanDType::BF16
+             ? scan_detail::launch_fwd<__nv_bfloat16>(a, false, stream)
+             : scan_detail::launch_fwd<float>(a, false, stream);
+}
+
+cudaError_t scan_fwd_combine(const ScanArgs &a, cudaStream_t stream) {
+  const int64_t n = a.batch * a.dim * a.dstate;
+  fwd_combine_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(a);
+  return cudaSuccess;
+}
+
+cudaError_t scan_bwd_local(const ScanArgs &a, cudaStream_t stream) {
+  return a.dtype == ScanDType::BF16 ? scan_detail::launch_bwd_local<__nv_bfloat16>(a, stream)
+                                    : scan_detail::launch_bwd_local<float>(a, stream);
+}
+
+cudaError_t scan_bwd_combine(const ScanArgs &a, cudaStream_t stream) {
+  const int64_t n = a.batch * a.dim * a.dstate;
+  bwd_combine_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(a);
+  return cudaSuccess;
+}
+
+cudaError_t scan_bwd_main(const ScanArgs &a, cudaStream_t stream) {
+  return a.dtype == ScanDType::BF16 ? scan_detail::launch_bwd<__nv_bfloat16>(a, stream)
+                                    : scan_detail::launch_bwd<float>(a, stream);
+}
+
+cudaError_t scan_dbc_reduce(const ScanArgs &a, cudaStream_t stream) {
+  const int64_t rpb = scan_rows_per_block(a.cfg);
+  const int64_t nrb = (a.dim / a.groups + rpb - 1) / rpb;
+  const int64_t slice = a.batch * a.groups * a.dstate * a.len;
+  const bool vec4 = slice % 4 == 0;
+  const unsigned blocks = blocks_for(vec4 ? 2 * slice / 4 : 2 * slice, 256);
+  if (a.dtype == ScanDType::BF16) {
+    auto *gB = static_cast<__nv_bfloat16 *>(a.gB);
+    auto *gC = static_cast<__nv_bfloat16 *>(a.gC);
+    if (vec4) {
+      dbc_reduce4_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
+    } else {
+      dbc_reduce_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
+    }
+  } else {
+    auto *gB = static_cast<float *>(a.gB);
+    auto *gC = static_cast<float *>(a.gC);
+    if (vec4) {
+      dbc_reduce4_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
+    } else {
+      dbc_reduce_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
+    }
+  }
+  return cudaSuccess;
+}
+
+}  // namespace wm::cuda

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the CUDA bundle (scripts/gpu-bundle.sh): the CUDA scan tests, then
+# `wavemamba bench scan --device cuda` on the cases of issue 8 (BENCHMARKS.md), each with the
+# tuning variants given in $VARIANTS (space-separated env assignments, commas between several;
+# "default" = none). JSON lines go to $OUT/bench.jsonl, logs to $OUT/, a table to stdout.
+#   scripts/gpu-scan.sh                      # tests + benchmarks, default settings
+#   SKIP_TESTS=1 VARIANTS="default WM_SCAN_WIDE=1" scripts/gpu-scan.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/wavemamba-gpu-scan}
+mkdir -p "$OUT"
+py=${PYTHON:-$(command -v python3 || true)}
+[ -x /opt/torch/.venv/bin/python ] && py=${PYTHON:-/opt/torch/.venv/bin/python}
+site=$("$py" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null ||
+  echo /opt/torch/.venv/lib/python3.12/site-packages)
+export LD_LIBRARY_PATH="${TORCH_LIB:-$site/torch/lib}:${CUDA_LIB:-$site/nvidia/cu13/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+bin=gpu-bundle/wavemamba
+status=0
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+  --format=csv 2>&1 | tee "$OUT/gpu.txt"
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  for t in cuda_ops cuda_scan; do
+    echo "== test $t"
+    if ! timeout 300 "gpu-bundle/tests/$t" --test-threads=4 >"$OUT/test_$t.log" 2>&1; then
+      status=1
+      grep -E "^test |panicked|rel err|differ|FAILED|error" "$OUT/test_$t.log" | head -60
+      if [ "$t" = cuda_scan ] && command -v compute-sanitizer >/dev/null; then
+        echo "== compute-sanitizer memcheck (first failing test)"
+        first=$(grep -oE "^test [a-z0-9_]+ \.\.\. FAILED" "$OUT/test_$t.log" | head -1 | cut -d' ' -f2)
+        [ -n "$first" ] && timeout 150 compute-sanitizer --tool memcheck --print-limit 20 \
+          "gpu-bundle/tests/$t" --exact "$first" --test-threads=1 >"$OUT/sanitizer.log" 2>&1
+        grep -E "Invalid|ERROR SUMMARY|at 0x|by thread" "$OUT/sanitizer.log" | head -30
+      fi
+    fi
+    grep -E "^test result" "$OUT/test_$t.log"
+  done
+fi
+
+# (batch, dim, len, dtype) of issue 8, N = 16, variable B/C (B, N, L), with z, D, bias, softplus.
+cases=${CASES:-"16,128,16384,f32 16,128,16384,bf16 8,256,65536,f32 8,2048,2048,f32 8,2048,2048,bf16 1,256,1048576,f32"}
+IFS=',' read -r -a variants <<<"${VARIANTS:-default}"
+for v in "${variants[@]}"; do
+  for c in $cases; do
+    IFS=',' read -r B D L DT <<<"$c"
+    env_args=()
+    [ "$v" != default ] && read -r -a env_args <<<"$v"
+    json=$(env "${env_args[@]}" timeout 120 "$bin" bench scan --device cuda --batch "$B" --dim "$D" \
+      --len "$L" --state 16 --dtype "$DT" --backward --no-reference --warmup "${WARMUP:-3}" \
+      --reps "${REPS:-10}" --json 2>>"$OUT/bench.err") || { status=1; echo "bench $c [$v] failed"; continue; }
+    echo "{\"variant\":\"$v\",\"report\":$json}" >>"$OUT/bench.jsonl"
+  done
+done
+
+"$py" - "$OUT/bench.jsonl" <<'EOF'
+import json, sys
+target = {("16,128,16384","float32"): (0.75, 2.45), ("16,128,16384","bfloat16"): (0.36, 1.84),
+          ("8,256,65536","float32"): (2.72, 9.37), ("8,2048,2048","float32"): (0.59, 2.14),
+          ("8,2048,2048","bfloat16"): (0.33, 1.57), ("1,256,1048576","float32"): (6.0, 21.6)}
+print(f"{'variant':34} {'case':16} {'dtype':8} {'fwd ms':>8} {'(<=)':>6} {'f+b ms':>8} {'(<=)':>6} {'GB/s':>6} {'f+b GB/s':>8} {'ws/BDL':>6}")
+try:
+    lines = open(sys.argv[1]).read().split("\n")
+except OSError:
+    lines = []
+for line in lines:
+    if not line.strip():
+        continue
+    x = json.loads(line); r = x["report"]
+    case = f"{r['batch']},{r['dim']},{r['len']}"
+    t = target.get((case, r["dtype"]), (float("nan"), float("nan")))
+    ws = r.get("cuda_workspace_over_bdl_f32")
+    print(f"{x['variant'][:34]:34} {case:16} {r['dtype'][:8]:8} {r['fwd_ms']:8.3f} {t[0]:6.2f} "
+          f"{(r['fwdbwd_ms'] or 0):8.3f} {t[1]:6.2f} {r['achieved_gbps']:6.0f} "
+          f"{(r['fwdbwd_achieved_gbps'] or 0):8.0f} {(ws if ws is not None else float('nan')):6.2f}")
+EOF
+exit $status

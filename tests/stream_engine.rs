@@ -1,0 +1,256 @@
+//! The fused CPU step engine (`wavemamba::stream`) against the tch recurrent step
+//! (`WaveMamba::step`): equal logits over 2000 samples with several streams, from a zero state
+//! and from a prefill state, with the SIMD and the scalar kernels; state round trips; errors.
+
+use tch::{Device, Kind, Tensor};
+use wavemamba::config::{Architecture, AudioConfig, MambaConfig};
+use wavemamba::model::WaveMamba;
+use wavemamba::stream::{Isa, StepEngine};
+
+/// A model of `config` whose every weight is perturbed away from the (structured) init.
+fn random_model(config: MambaConfig, seed: i64) -> WaveMamba {
+    tch::manual_seed(seed);
+    let m = WaveMamba::new(config, AudioConfig::default(), Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        for (_, mut v) in m.vs.variables() {
+            let noise = Tensor::randn_like(&v) * 0.1;
+            let _ = v.f_add_(&noise).unwrap();
+        }
+    });
+    m
+}
+
+fn tiny(seed: i64) -> WaveMamba {
+    random_model(MambaConfig::preset("tiny").unwrap(), seed)
+}
+
+/// Widths that are not multiples of 8, an odd state size, a short conv, padded vocabulary.
+fn odd_config() -> MambaConfig {
+    let mut c = MambaConfig::waveform(10, 3, 5);
+    c.ssm_cfg.d_conv = 3;
+    c.vocab_size = 250;
+    c
+}
+
+/// Random, non-constant tokens: a noisy sine in mu-law classes, (B, L) int64.
+fn tokens(batch: i64, len: i64, vocab: i64) -> Tensor {
+    let t = Tensor::arange(len, (Kind::Float, Device::Cpu))
+        .unsqueeze(0)
+        .repeat([batch, 1]);
+    let x = (t * 0.05).sin() * 0.5 + Tensor::randn([batch, len], (Kind::Float, Device::Cpu)) * 0.1;
+    wavemamba::ops::mulaw_encode(&x, 255)
+        .unwrap()
+        .clamp(0, vocab - 1)
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    assert!(n.is_finite() && n > 0.0, "reference norm {n}");
+    (d / n).sqrt()
+}
+
+fn isas() -> Vec<Isa> {
+    [Isa::Scalar, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.available())
+        .collect()
+}
+
+/// Steps the engine over `x` (B, L); returns every logit, (L, B, vocab) flattened.
+fn run_engine(e: &mut StepEngine, x: &Tensor) -> Vec<f32> {
+    let (b, len) = (x.size()[0], x.size()[1]);
+    let toks = Vec::<i64>::try_from(x.transpose(0, 1).contiguous().reshape([-1])).unwrap();
+    let mut out = Vec::with_capacity((len * b) as usize * e.vocab());
+    for t in toks.chunks(b as usize) {
+        out.extend_from_slice(e.step(t).unwrap());
+    }
+    out
+}
+
+/// The tch step over `x` (B, L) from `state`; every logit, (L, B, vocab) flattened.
+fn run_tch(m: &WaveMamba, x: &Tensor, state: &mut wavemamba::model::State) -> Vec<f32> {
+    let len = x.size()[1];
+    let logits: Vec<Tensor> =
+        tch::no_grad(|| (0..len).map(|t| m.step(&x.select(1, t), state)).collect());
+    Vec::<f32>::try_from(Tensor::stack(&logits, 0).reshape([-1])).unwrap()
+}
+
+#[test]
+fn engine_equals_tch_step_from_zero_state_over_2000_samples() {
+    let m = tiny(1);
+    let x = tokens(3, 2000, 256);
+    let reference = run_tch(&m, &x, &mut m.zero_state(3));
+    for isa in isas() {
+        let mut e = StepEngine::with_isa(&m, 3, isa).unwrap();
+        let got = run_engine(&mut e, &x);
+        let err = rel_err(&got, &reference);
+        eprintln!("{isa}: engine vs tch step over 2000 samples: rel err {err:.2e}");
+        assert!(err <= 1e-5, "{isa}: engine vs tch step: rel err {err:.2e}");
+    }
+}
+
+#[test]
+fn engine_equals_tch_step_after_prefill() {
+    let m = tiny(2);
+    let x = tokens(3, 2300, 256);
+    let (prompt, rest) = (x.narrow(1, 0, 300), x.narrow(1, 300, 2000));
+    let mut state = m.zero_state(3);
+    let _ = tch::no_grad(|| m.prefill(&prompt, &mut state)).unwrap();
+    let engine_start = state.copy();
+    let reference = run_tch(&m, &rest, &mut state);
+    for isa in isas() {
+        let mut e = StepEngine::with_isa(&m, 3, isa).unwrap();
+        e.step(&[1u8, 2, 3]).unwrap(); // some history that load_state must replace
+        e.load_state(&engine_start).unwrap();
+        let got = run_engine(&mut e, &rest);
+        let err = rel_err(&got, &reference);
+        eprintln!("{isa}: prefill + engine vs tch: rel err {err:.2e}");
+        assert!(
+            err <= 1e-5,
+            "{isa}: prefill + engine vs tch: rel err {err:.2e}"
+        );
+    }
+}
+
+#[test]
+fn simd_kernels_equal_scalar_kernels() {
+    if !Isa::Avx2.available() {
+        eprintln!("no AVX2+FMA on this CPU: only the scalar kernels run");
+        return;
+    }
+    let m = random_model(MambaConfig::preset("small").unwrap(), 3);
+    let x = tokens(5, 400, 256);
+    let mut scalar = StepEngine::with_isa(&m, 5, Isa::Scalar).unwrap();
+    let mut simd = StepEngine::with_isa(&m, 5, Isa::Avx2).unwrap();
+    let err = rel_err(&run_engine(&mut simd, &x), &run_engine(&mut scalar, &x));
+    eprintln!("avx2 vs scalar: rel err {err:.2e}");
+    assert!(err <= 2e-6, "avx2 vs scalar: rel err {err:.2e}");
+}
+
+#[test]
+fn small_preset_and_odd_sizes_equal_tch() {
+    for (name, config, streams, len) in [
+        ("small", MambaConfig::preset("small").unwrap(), 2, 300),
+        ("odd", odd_config(), 4, 500),
+        ("odd, 5 streams", odd_config(), 5, 200),
+        ("odd, 1 stream", odd_config(), 1, 300),
+    ] {
+        let m = random_model(config, 4);
+        let vocab = m.config.vocab_size;
+        let x = tokens(streams, len, vocab);
+        let reference = run_tch(&m, &x, &mut m.zero_state(streams));
+        for isa in isas() {
+            let mut e = StepEngine::with_isa(&m, streams as usize, isa).unwrap();
+            assert_eq!(e.vocab(), vocab as usize);
+            let err = rel_err(&run_engine(&mut e, &x), &reference);
+            eprintln!("{name} {isa}: rel err {err:.2e}");
+            assert!(err <= 1e-5, "{name} {isa}: rel err {err:.2e}");
+        }
+    }
+}
+
+#[test]
+fn state_round_trips_through_tch() {
+    let m = random_model(odd_config(), 5);
+    let x = tokens(2, 150, 250);
+    let mut tch_state = m.zero_state(2);
+    run_tch(&m, &x.narrow(1, 0, 100), &mut tch_state);
+    for isa in isas() {
+        let mut e = StepEngine::with_isa(&m, 2, isa).unwrap();
+        run_engine(&mut e, &x.narrow(1, 0, 100));
+        let mine = e.state().unwrap();
+        assert_eq!(mine.layers.len(), tch_state.layers.len());
+        for (a, b) in mine.layers.iter().zip(&tch_state.layers) {
+            assert_eq!(a.conv.size(), b.conv.size());
+            assert_eq!(a.ssm.size(), b.ssm.size());
+            let e1 = ((&a.conv - &b.conv).norm() / b.conv.norm()).double_value(&[]);
+            let e2 = ((&a.ssm - &b.ssm).norm() / b.ssm.norm()).double_value(&[]);
+            assert!(
+                e1 <= 1e-5 && e2 <= 1e-5,
+                "{isa}: conv {e1:.2e}, ssm {e2:.2e}"
+            );
+        }
+        // state() then load_state() continues bit for bit
+        let mut other = StepEngine::with_isa(&m, 2, isa).unwrap();
+        other.load_state(&mine).unwrap();
+        let rest = x.narrow(1, 100, 50);
+        assert_eq!(run_engine(&mut other, &rest), run_engine(&mut e, &rest));
+    }
+}
+
+#[test]
+fn reset_and_reset_stream() {
+    let m = tiny(6);
+    let x = tokens(2, 60, 256);
+    let mut e = StepEngine::new(&m, 2).unwrap();
+    let first = run_engine(&mut e, &x);
+    e.reset();
+    assert_eq!(run_engine(&mut e, &x), first, "reset = a fresh engine");
+
+    // Stream 1 reset mid-way equals a fresh single-stream run of its remaining tokens.
+    let mut e = StepEngine::new(&m, 2).unwrap();
+    run_engine(&mut e, &x.narrow(1, 0, 30));
+    e.reset_stream(1).unwrap();
+    let both = run_engine(&mut e, &x.narrow(1, 30, 30));
+    let mut single = StepEngine::new(&m, 1).unwrap();
+    let alone = run_engine(&mut single, &x.narrow(0, 1, 1).narrow(1, 30, 30));
+    let v = e.vocab();
+    let stream1: Vec<f32> = both
+        .chunks(2 * v)
+        .flat_map(|c| c[v..].iter().copied())
+        .collect();
+    // (1 and 2 streams take different accumulation orders: equal to rounding, not bit for bit)
+    let err = rel_err(&stream1, &alone);
+    assert!(
+        err <= 1e-6,
+        "reset stream vs fresh engine: rel err {err:.2e}"
+    );
+    assert!(e.reset_stream(2).is_err());
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let m = tiny(7);
+    let err = StepEngine::new(&m, 0).unwrap_err().to_string();
+    assert!(err.contains("streams"), "{err}");
+
+    let mut e = StepEngine::new(&m, 2).unwrap();
+    let err = e.step(&[1u8]).unwrap_err().to_string();
+    assert!(err.contains("1 tokens for 2 streams"), "{err}");
+    let err = e.step(&[1i64, 256]).unwrap_err().to_string();
+    assert!(err.contains("token 256 of stream 1"), "{err}");
+    let err = e.step(&[-1i64, 0]).unwrap_err().to_string();
+    assert!(err.contains("token -1 of stream 0"), "{err}");
+    assert!(
+        e.logits().iter().all(|&v| v == 0.0),
+        "failed steps change nothing"
+    );
+
+    let err = e.load_state(&m.zero_state(3)).unwrap_err().to_string();
+    assert!(
+        err.contains("[2, 32, 4]") && err.contains("[3, 32, 4]"),
+        "{err}"
+    );
+    let other = random_model(odd_config(), 1);
+    let err = e.load_state(&other.zero_state(2)).unwrap_err().to_string();
+    assert!(err.contains("3 layers"), "{err}");
+}
+
+#[test]
+fn unet_is_refused_with_a_clear_error() {
+    let audio = AudioConfig {
+        architecture: Architecture::Unet,
+        ..AudioConfig::default()
+    };
+    let Ok(m) = WaveMamba::new(MambaConfig::preset("tiny").unwrap(), audio, Device::Cpu) else {
+        return; // this build has no U-Net yet
+    };
+    let err = StepEngine::new(&m, 1).unwrap_err().to_string();
+    assert!(err.contains("plain"), "{err}");
+}
