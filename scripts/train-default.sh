@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the bundled default model (models/default) the way it was made: the `small` preset on a
-# token pack of real speech (scripts/build-corpus.sh, then `wavemamba train --data
+# token pack of real speech (scripts/build-corpus.py, then `wavemamba train --data
 # CORPUS/subset.tsv --save-pack PACK --steps 0`), within a wall-clock budget: it measures the
 # machine's training throughput first and sets --steps so the whole cosine schedule fits.
 #

@@ -104,17 +104,18 @@ pub fn generate_tokens(
     let n = opts.num as i64;
     let started = Instant::now();
     // Prefill: the model reads [START] + prompt; its last logits predict the first new sample.
-    let mut state = model.zero_state(n);
+    // Prefill once, then give every stream its own copy of the state.
+    let mut state = model.zero_state(1);
     let mut input: Vec<i64> = vec![START_TOKEN];
     input.extend(prompt.iter().map(|&t| t as i64));
     let last_token = input.pop().unwrap_or(START_TOKEN) as u8;
     if !input.is_empty() {
         let x = Tensor::from_slice(&input)
             .unsqueeze(0)
-            .repeat([n, 1])
             .to_device(model.device());
-        let _logits = tch::no_grad(|| model.prefill(&x, &mut state))?;
+        let _logits = tch::no_grad(|| model.prefill_last(&x, &mut state))?;
     }
+    let state = state.repeat_batch(n);
     let prefill_s = started.elapsed().as_secs_f64();
     let mut stepper = TchStepper::new(model, state);
     let generated = run_sampling(&mut stepper, last_token, opts, model.audio.sample_rate)?;

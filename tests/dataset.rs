@@ -146,7 +146,7 @@ fn manifests_plain_and_tsv_with_header() {
     assert_eq!(ds.all_files()[1].split, Split::Valid);
     assert_eq!(ds.all_files()[2].split, Split::of_key("speech/a/2.wav"));
 
-    // The TSV written by scripts/build-corpus.sh, filtered to speech.
+    // The TSV written by scripts/build-corpus.py, filtered to speech.
     let tsv = root.join("manifest.tsv");
     let mut text = String::from(
         "path\tkind\tsource\tdebian_package\tlang\tspeaker\tduration_s\tlicence\toriginal_path\n",
@@ -195,6 +195,15 @@ fn manifests_plain_and_tsv_with_header() {
     };
     let err = Dataset::open(&plain, &o).unwrap_err().to_string();
     assert!(err.contains("no header row"), "{err}");
+    let o = DatasetOptions {
+        select: vec![("kind".into(), "music".into())],
+        ..opts(cache.path())
+    };
+    let err = Dataset::open(&tsv, &o).unwrap_err().to_string();
+    assert!(
+        err.contains("no row matches kind=music (values present: kind: noise, speech)"),
+        "{err}"
+    );
     let err = Dataset::open(&root.join("speech/a/0.wav"), &opts(cache.path()))
         .unwrap_err()
         .to_string();
@@ -271,7 +280,8 @@ fn bad_files_are_skipped_and_counted_or_fail_under_strict() {
     }
     // Known-bad files are remembered: the second open decodes nothing and skips the same.
     let again = Dataset::open(root.path(), &opts(cache.path())).unwrap();
-    assert_eq!((again.summary().decoded, again.skipped().len()), (0, 4));
+    let s2 = again.summary();
+    assert_eq!((s2.decoded, s2.from_cache, s2.skipped), (0, 9, 4));
     let strict = DatasetOptions {
         strict: true,
         ..opts(cache.path())

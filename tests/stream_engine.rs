@@ -56,7 +56,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2]
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
         .into_iter()
         .filter(|i| i.available())
         .collect()

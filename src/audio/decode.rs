@@ -61,7 +61,7 @@ pub fn probe(path: &Path) -> Result<AudioInfo> {
     }
 }
 
-/// Opens `path`, rejects empty and non-audio files from their first 12 bytes.
+/// Opens `path`, rejects empty and non-audio files from their first 64 bytes.
 fn open_and_sniff(path: &Path) -> Result<(FileFormat, File, u64)> {
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -379,10 +379,12 @@ fn decode_wav_hound(path: &Path, header: &WavHeader) -> Result<Audio> {
         } else {
             16
         };
-    let data_len = header.data_len as u32; // ≤ file length, checked
+    // Whole frames only: a trailing partial frame (some writers leave one) is dropped.
+    let whole = header.data_len - header.data_len % u64::from(header.block_align);
+    let data_len = whole as u32; // ≤ the file length, checked
     let mut canon = Vec::with_capacity(20 + fmt_len + 8);
     canon.extend_from_slice(b"RIFF");
-    let riff_len = (4 + 8 + fmt_len as u64 + 8 + header.data_len).min(u64::from(u32::MAX));
+    let riff_len = (4 + 8 + fmt_len as u64 + 8 + whole).min(u64::from(u32::MAX));
     canon.extend_from_slice(&(riff_len as u32).to_le_bytes());
     canon.extend_from_slice(b"WAVEfmt ");
     canon.extend_from_slice(&(fmt_len as u32).to_le_bytes());
@@ -391,7 +393,7 @@ fn decode_wav_hound(path: &Path, header: &WavHeader) -> Result<Audio> {
     canon.extend_from_slice(&data_len.to_le_bytes());
     let mut file = header.file.try_clone().map_err(io)?;
     file.seek(SeekFrom::Start(header.data_start)).map_err(io)?;
-    let data = BufReader::with_capacity(1 << 16, file).take(header.data_len);
+    let data = BufReader::with_capacity(1 << 16, file).take(whole);
     let reader =
         hound::WavReader::new(std::io::Cursor::new(canon).chain(data)).map_err(hound_err)?;
     let spec = reader.spec();

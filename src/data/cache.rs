@@ -37,8 +37,9 @@ pub(super) struct Entry {
 pub(super) enum Lookup {
     Hit(Entry),
     Decoded(Entry),
-    /// The file cannot be used: the reason (also remembered in the cache).
-    Bad(String),
+    /// The file cannot be used: the reason (remembered in the cache), and whether it came from
+    /// that memory (true) or from examining the file now.
+    Bad(String, bool),
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/wavemamba/audio` or `~/.cache/wavemamba/audio`.
@@ -78,7 +79,7 @@ fn key_of(source: &Path, sample_rate: u32, cache_dir: &Path) -> std::io::Result<
 pub(super) fn lookup(source: &Path, sample_rate: u32, cache_dir: &Path) -> Result<Lookup> {
     let (key, cache_path) = match key_of(source, sample_rate, cache_dir) {
         Ok(k) => k,
-        Err(e) => return Ok(Lookup::Bad(format!("cannot read: {e}"))),
+        Err(e) => return Ok(Lookup::Bad(format!("cannot read: {e}"), false)),
     };
     if let Some(entry) = read_header(&cache_path, key, sample_rate) {
         return Ok(Lookup::Hit(entry));
@@ -86,7 +87,7 @@ pub(super) fn lookup(source: &Path, sample_rate: u32, cache_dir: &Path) -> Resul
     let bad_path = cache_path.with_extension("bad");
     if let Ok(reason) = std::fs::read_to_string(&bad_path) {
         if let Some(reason) = reason.strip_prefix(&format!("{key:016x}\n")) {
-            return Ok(Lookup::Bad(reason.to_string()));
+            return Ok(Lookup::Bad(reason.to_string(), true));
         }
     }
     let decoded = read_audio(source).and_then(|a| {
@@ -109,10 +110,10 @@ pub(super) fn lookup(source: &Path, sample_rate: u32, cache_dir: &Path) -> Resul
         }
         Err(Error::Audio { reason, .. }) => {
             write_file(&bad_path, format!("{key:016x}\n{reason}").as_bytes())?;
-            Ok(Lookup::Bad(reason))
+            Ok(Lookup::Bad(reason, false))
         }
-        Err(Error::Io { source: e, .. }) => Ok(Lookup::Bad(format!("cannot read: {e}"))),
-        Err(other) => Ok(Lookup::Bad(other.to_string())),
+        Err(Error::Io { source: e, .. }) => Ok(Lookup::Bad(format!("cannot read: {e}"), false)),
+        Err(other) => Ok(Lookup::Bad(other.to_string(), false)),
     }
 }
 

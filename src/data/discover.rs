@@ -173,7 +173,7 @@ pub fn is_audio_name(p: &Path) -> bool {
 /// Reads a manifest: one path per line with an optional split (after a tab, or as the last
 /// space-separated word), or a TSV whose header row names a `path` column (and optionally
 /// `split` and the columns used by `select` / `split_by`), like the `manifest.tsv` of
-/// `scripts/build-corpus.sh`. Blank lines and lines starting with `#` are skipped; relative paths
+/// `scripts/build-corpus.py`. Blank lines and lines starting with `#` are skipped; relative paths
 /// are relative to the manifest's directory.
 pub(super) fn read_manifest(manifest: &Path, opts: &DatasetOptions) -> Result<Found> {
     let bad = |reason: String| Error::Dataset {
@@ -255,6 +255,9 @@ pub(super) fn read_manifest(manifest: &Path, opts: &DatasetOptions) -> Result<Fo
     };
     let mut candidates = Vec::new();
     let mut dup = HashMap::new();
+    // Values met in the selected columns, to explain a selection that matches nothing.
+    let mut seen_values: Vec<std::collections::BTreeSet<String>> =
+        vec![Default::default(); selects.len()];
     for (lineno, line) in lines {
         let (path_str, split_str, fields): (&str, Option<&str>, Vec<&str>) = if header.is_some() {
             let fields: Vec<&str> = line.split('\t').collect();
@@ -281,6 +284,11 @@ pub(super) fn read_manifest(manifest: &Path, opts: &DatasetOptions) -> Result<Fo
             }
         };
         if selects.iter().any(|&(i, v)| fields[i].trim() != v) {
+            for (&(i, _), seen) in selects.iter().zip(&mut seen_values) {
+                if seen.len() < 12 {
+                    seen.insert(fields[i].trim().to_string());
+                }
+            }
             continue;
         }
         let path_str = path_str.trim();
@@ -312,6 +320,29 @@ pub(super) fn read_manifest(manifest: &Path, opts: &DatasetOptions) -> Result<Fo
             split,
             class: None,
         });
+    }
+    if candidates.is_empty() && !selects.is_empty() {
+        let wanted: Vec<String> = opts
+            .select
+            .iter()
+            .map(|(c, v)| format!("{c}={v}"))
+            .collect();
+        let seen: Vec<String> = opts
+            .select
+            .iter()
+            .zip(&seen_values)
+            .map(|((c, _), vals)| {
+                format!(
+                    "{c}: {}",
+                    vals.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
+        return Err(bad(format!(
+            "no row matches {} (values present: {})",
+            wanted.join(" and "),
+            seen.join("; ")
+        )));
     }
     Ok(Found {
         candidates,

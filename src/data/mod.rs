@@ -6,7 +6,7 @@
 //!   Commands / SC09 (`zero/…wav`, the folder name becomes [`AudioFile::class`]); nested trees
 //!   like LibriSpeech (`speaker/chapter/…flac`). A manifest is a text file with one path per line
 //!   and an optional split, or a TSV with a header row naming a `path` column (the
-//!   `manifest.tsv` of `scripts/build-corpus.sh`).
+//!   `manifest.tsv` of `scripts/build-corpus.py`).
 //! * **Split**: by FNV-1a 64 of the file's relative path modulo 100: 90 % train, 5 % valid,
 //!   5 % test ([`Split::of_key`]); a manifest's `split` column overrides it, and
 //!   [`SplitBy`] can hash a directory or a manifest column (e.g. `speaker`) instead.
@@ -183,8 +183,10 @@ pub struct DatasetSummary {
     /// (split, files, hours) for train, valid, test.
     pub splits: Vec<(Split, usize, f64)>,
     pub skipped: usize,
-    /// Files decoded in this open (cache misses); the rest came from the cache.
+    /// Files decoded in this open (cache misses that decoded).
     pub decoded: usize,
+    /// Files (usable or remembered as bad) answered by the cache without decoding.
+    pub from_cache: usize,
     /// Non-audio files seen by the directory walk (transcripts, READMEs, …).
     pub ignored: usize,
     pub cache_dir: PathBuf,
@@ -207,7 +209,7 @@ impl fmt::Display for DatasetSummary {
             "cache     {} ({} decoded now, {} from cache) in {:.1} s",
             self.cache_dir.display(),
             self.decoded,
-            self.files + self.skipped - self.decoded.min(self.files + self.skipped),
+            self.from_cache,
             self.open_s
         )
     }
@@ -227,6 +229,7 @@ struct Inner {
     files: Vec<AudioFile>,
     skipped: Vec<Skipped>,
     decoded: usize,
+    from_cache: usize,
     ignored: usize,
     cache_dir: PathBuf,
     open_s: f64,
@@ -263,7 +266,12 @@ impl Dataset {
             path: cache_dir.clone(),
             source: e,
         })?;
-        let (files, skipped, decoded) = build_cache(&found.candidates, &cache_dir, opts)?;
+        let Built {
+            files,
+            skipped,
+            decoded,
+            from_cache,
+        } = build_cache(&found.candidates, &cache_dir, opts)?;
         if files.is_empty() {
             let why = skipped
                 .first()
@@ -286,6 +294,7 @@ impl Dataset {
                 files,
                 skipped,
                 decoded,
+                from_cache,
                 ignored: found.ignored,
                 cache_dir,
                 open_s: start.elapsed().as_secs_f64(),
@@ -351,6 +360,7 @@ impl Dataset {
                 .collect(),
             skipped: i.skipped.len(),
             decoded: i.decoded,
+            from_cache: i.from_cache,
             ignored: i.ignored,
             cache_dir: i.cache_dir.clone(),
             open_s: i.open_s,
@@ -382,7 +392,7 @@ fn build_cache(
     candidates: &[discover::Candidate],
     cache_dir: &Path,
     opts: &DatasetOptions,
-) -> Result<(Vec<AudioFile>, Vec<Skipped>, usize)> {
+) -> Result<Built> {
     let n = candidates.len();
     let workers = match opts.workers {
         0 => std::thread::available_parallelism().map_or(1, |p| p.get()),
@@ -414,8 +424,8 @@ fn build_cache(
                 let c = &candidates[i];
                 let r = cache::lookup(&c.path, opts.sample_rate, cache_dir);
                 match &r {
-                    Ok(Lookup::Bad(_)) if opts.strict => stop.store(true, Ordering::Relaxed),
-                    Ok(Lookup::Bad(reason)) if opts.warn => {
+                    Ok(Lookup::Bad(..)) if opts.strict => stop.store(true, Ordering::Relaxed),
+                    Ok(Lookup::Bad(reason, _)) if opts.warn => {
                         bar.suspend(|| {
                             eprintln!("warning: skipping {}: {reason}", c.path.display())
                         });
@@ -435,11 +445,13 @@ fn build_cache(
     let mut files = Vec::with_capacity(n);
     let mut skipped = Vec::new();
     let mut decoded = 0;
+    let mut from_cache = 0;
     for (c, r) in candidates.iter().zip(results) {
         let entry = match r {
             None => continue, // not reached: stopped by an error reported below
             Some(Err(e)) => return Err(e),
-            Some(Ok(Lookup::Bad(reason))) => {
+            Some(Ok(Lookup::Bad(reason, remembered))) => {
+                from_cache += usize::from(remembered);
                 if opts.strict {
                     return Err(Error::Audio {
                         path: c.path.clone(),
@@ -452,7 +464,10 @@ fn build_cache(
                 });
                 continue;
             }
-            Some(Ok(Lookup::Hit(e))) => e,
+            Some(Ok(Lookup::Hit(e))) => {
+                from_cache += 1;
+                e
+            }
             Some(Ok(Lookup::Decoded(e))) => {
                 decoded += 1;
                 e
@@ -475,5 +490,18 @@ fn build_cache(
             n
         );
     }
-    Ok((files, skipped, decoded))
+    Ok(Built {
+        files,
+        skipped,
+        decoded,
+        from_cache,
+    })
+}
+
+/// What [`build_cache`] produced.
+struct Built {
+    files: Vec<AudioFile>,
+    skipped: Vec<Skipped>,
+    decoded: usize,
+    from_cache: usize,
 }

@@ -133,6 +133,30 @@ impl WaveMamba {
         Ok(self.head(&self.hidden(tokens, Some(state))?))
     }
 
+    /// [`WaveMamba::prefill`] that applies the head to the last position only: what generation
+    /// needs, without the (B, L, vocab) logits.
+    ///
+    /// # Shapes
+    /// `tokens`: (B, L) → (B, vocab).
+    ///
+    /// # Errors
+    /// As [`WaveMamba::prefill`].
+    pub fn prefill_last(&self, tokens: &Tensor, state: &mut State) -> Result<Tensor> {
+        self.check_tokens(tokens)?;
+        if state.batch() != tokens.size()[0] {
+            return Err(Error::InvalidArgument {
+                name: "state",
+                reason: format!(
+                    "state is for batch {} but tokens have batch {}",
+                    state.batch(),
+                    tokens.size()[0]
+                ),
+            });
+        }
+        let h = self.hidden(tokens, Some(state))?; // (B, L, d_model)
+        Ok(self.head(&h.select(1, h.size()[1] - 1)))
+    }
+
     /// One sample per sequence: logits for the next sample.
     ///
     /// # Shapes

@@ -112,14 +112,6 @@ pub struct PoolState {
 }
 
 impl PoolState {
-    /// A deep copy (independent tensors).
-    pub fn copy(&self) -> PoolState {
-        PoolState {
-            buffer: self.buffer.copy(),
-            pending: self.pending.copy(),
-        }
-    }
-
     /// Position inside the current group (0 ≤ c < p).
     pub fn filled(&self) -> i64 {
         self.buffer.size()[1]

@@ -41,16 +41,34 @@ impl State {
 
     /// A deep copy (independent tensors).
     pub fn copy(&self) -> State {
+        self.map(Tensor::copy)
+    }
+
+    /// Every sequence of this state repeated `n` times along the batch (sequence-major:
+    /// rows b·n … b·n + n − 1 come from row b): prefill a prompt once, continue it `n` ways.
+    pub fn repeat_batch(&self, n: i64) -> State {
+        self.map(|t| t.repeat_interleave_self_int(n, 0, None))
+    }
+
+    /// Applies `f` to every state tensor (all of them have the batch first).
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> State {
         State {
             layers: self
                 .layers
                 .iter()
                 .map(|l| LayerState {
-                    conv: l.conv.copy(),
-                    ssm: l.ssm.copy(),
+                    conv: f(&l.conv),
+                    ssm: f(&l.ssm),
                 })
                 .collect(),
-            pools: self.pools.iter().map(PoolState::copy).collect(),
+            pools: self
+                .pools
+                .iter()
+                .map(|p| PoolState {
+                    buffer: f(&p.buffer),
+                    pending: f(&p.pending),
+                })
+                .collect(),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::kernels::{check_conv, check_matvec, check_ssm, Kernels};
-use super::weights::{Panel, BLOCK, LANES};
+use super::weights::{Panel, BLOCK, ILV, LANES};
 
 /// The AVX2 + FMA kernel set.
 pub(crate) struct Avx2;
@@ -82,13 +82,34 @@ pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
     p = _mm256_fmadd_ps(p, r, splat(8.333_452e-3));
     p = _mm256_fmadd_ps(p, r, splat(4.166_579_6e-2));
     p = _mm256_fmadd_ps(p, r, splat(1.666_666_5e-1));
-    p = _mm256_fmadd_ps(p, r, splat(5.000_000_1e-1));
+    p = _mm256_fmadd_ps(p, r, splat(0.5));
     let p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), splat(1.0));
     let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
         _mm256_cvtps_epi32(fx),
         _mm256_set1_epi32(127),
     ));
     _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+}
+
+/// `2^x` for 8 lanes with x ≤ 0 (Cephes `exp2f` polynomial on [−½, ½], ~1.7e−7 relative):
+/// the state update's decay. Inputs below −125 give ~2^−125 instead of 0; inputs must not
+/// exceed 0.5.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp2_ps(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, splat(-125.0));
+    let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+    let f = _mm256_sub_ps(x, k);
+    let mut p = splat(1.535_336_2e-4);
+    p = _mm256_fmadd_ps(p, f, splat(1.339_887_4e-3));
+    p = _mm256_fmadd_ps(p, f, splat(9.618_437e-3));
+    p = _mm256_fmadd_ps(p, f, splat(5.550_332_5e-2));
+    p = _mm256_fmadd_ps(p, f, splat(2.402_264_8e-1));
+    p = _mm256_fmadd_ps(p, f, splat(6.931_472e-1));
+    let p = _mm256_fmadd_ps(p, f, splat(1.0)); // in [0.7, 1.42]
+                                               // p·2^k by adding k to the exponent field (k ≥ −125 keeps the result normal)
+    let k = _mm256_slli_epi32::<23>(_mm256_cvtps_epi32(k));
+    _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), k))
 }
 
 /// Natural log of 8 positive normal lanes (Cephes `logf`).
@@ -157,6 +178,7 @@ pub(crate) unsafe fn softplus_ps(x: __m256) -> __m256 {
 /// null) 8U floats.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // lane-indexed register arrays read clearer by index
 unsafe fn panel<const U: usize, const SB: usize>(
     p: *const f32,
     cols: usize,
@@ -271,8 +293,9 @@ unsafe fn panel_dyn(
     }
 }
 
+/// See [`Kernels::matvec`] (also the AVX-512 set's: the product is bound by the weight stream).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn matvec(
+pub(crate) unsafe fn matvec(
     w: &Panel,
     bias: Option<&[f32]>,
     x: &[f32],
@@ -361,30 +384,23 @@ unsafe fn ssm(
         let dtv = _mm256_loadu_ps(dt.as_ptr().add(o));
         let xv = _mm256_loadu_ps(x.as_ptr().add(o));
         let dtx = _mm256_mul_ps(dtv, xv);
-        let hp = h.as_mut_ptr().add(o * n);
-        let ap = a.as_ptr().add(o * n);
-        // two accumulators over even/odd states halve the dependency chain of h·C
-        let (mut y0, mut y1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        macro_rules! state {
-            ($s:expr, $acc:expr) => {{
-                let s = $s;
-                let da = exp_ps(_mm256_mul_ps(dtv, _mm256_loadu_ps(ap.add(s * LANES))));
-                let dbx = _mm256_mul_ps(dtx, _mm256_broadcast_ss(&b[s]));
-                let hv = _mm256_fmadd_ps(_mm256_loadu_ps(hp.add(s * LANES)), da, dbx);
-                _mm256_storeu_ps(hp.add(s * LANES), hv);
-                _mm256_fmadd_ps(hv, _mm256_broadcast_ss(&c[s]), $acc)
-            }};
+        // lanes o..o+8 of the 16-channel group o / 16: state s at (o / 16)·16·N + 16·s + o % 16
+        let at = (o / ILV) * ILV * n + o % ILV;
+        let (hp, ap) = (h.as_mut_ptr().add(at), a.as_ptr().add(at));
+        // h ← h·2^(dt·A·log2 e) + dt·x·B: no dependency between states, so this loop pipelines
+        for s in 0..n {
+            let da = exp2_ps(_mm256_mul_ps(dtv, _mm256_loadu_ps(ap.add(s * ILV))));
+            let dbx = _mm256_mul_ps(dtx, _mm256_broadcast_ss(b.get_unchecked(s)));
+            let hv = _mm256_fmadd_ps(_mm256_loadu_ps(hp.add(s * ILV)), da, dbx);
+            _mm256_storeu_ps(hp.add(s * ILV), hv);
         }
-        let mut s = 0;
-        while s + 2 <= n {
-            y0 = state!(s, y0);
-            y1 = state!(s + 1, y1);
-            s += 2;
+        // y = Σ_s h·C over 4 accumulators (the new h is still in L1)
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for s in 0..n {
+            let hv = _mm256_loadu_ps(hp.add(s * ILV));
+            acc[s % 4] = _mm256_fmadd_ps(hv, _mm256_broadcast_ss(c.get_unchecked(s)), acc[s % 4]);
         }
-        if s < n {
-            y0 = state!(s, y0);
-        }
-        let mut yv = _mm256_add_ps(y0, y1);
+        let mut yv = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         yv = _mm256_fmadd_ps(_mm256_loadu_ps(d.as_ptr().add(o)), xv, yv);
         yv = _mm256_mul_ps(yv, silu_ps(_mm256_loadu_ps(z.as_ptr().add(o))));
         _mm256_storeu_ps(y.as_mut_ptr().add(o), yv);
@@ -431,6 +447,7 @@ mod tests {
             return;
         }
         check("exp", exp_ps, f64::exp, &grid(-87.0, 88.0, 20001), 3e-7);
+        check("exp2", exp2_ps, f64::exp2, &grid(-124.0, 0.0, 20001), 3e-7);
         check("log", log_ps, f64::ln, &grid(1e-30, 4.0, 20001), 3e-7);
         check("log", log_ps, f64::ln, &grid(1.0, 2.0, 20001), 3e-7);
         let silu = |x: f64| x / (1.0 + (-x).exp());

@@ -5,7 +5,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::buf::Buf;
 use super::kernels::{rms_norm, Kernels, Scalar};
-use super::weights::{Dims, Weights, LANES};
+use super::weights::{state_index, Dims, Weights};
 use super::Isa;
 use crate::model::{LayerState, State, WaveMamba};
 use crate::{Error, Result};
@@ -29,7 +29,7 @@ struct Scratch {
     dt: Buf,
     /// (S, dip) gated scan output
     y: Buf,
-    /// (S, pad8(vocab)) head output
+    /// (S, vocab rounded up to 8) head output
     head: Buf,
 }
 
@@ -49,7 +49,7 @@ pub struct StepEngine {
     newest: usize,
     /// (n_layer, S, d_conv, dip): ring buffers of the last d_conv conv inputs.
     conv: Buf,
-    /// (n_layer, S, dip / 8, d_state, 8): the scan state h, 8 channels interleaved.
+    /// (n_layer, S, dip / 16, d_state, 16): the scan state h, 16 channels interleaved.
     ssm: Buf,
     scratch: Scratch,
     /// (S, vocab)
@@ -234,7 +234,7 @@ impl StepEngine {
                         ring[t * dip + ch] = conv[(b * di + ch) * k + t];
                     }
                     for j in 0..n {
-                        h[(ch / LANES) * n * LANES + j * LANES + ch % LANES] =
+                        h[state_index(ch, j, n)] =
                             ssm[(b * di + ch) * n + j];
                     }
                 }
@@ -269,7 +269,7 @@ impl StepEngine {
                     }
                     for j in 0..n {
                         ssm[(b * di + ch) * n + j] =
-                            h[(ch / LANES) * n * LANES + j * LANES + ch % LANES];
+                            h[state_index(ch, j, n)];
                     }
                 }
             }
@@ -325,6 +325,9 @@ impl StepEngine {
             // SAFETY: `with_isa` checked that this CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { run.avx2() },
+            // SAFETY: `with_isa` checked that this CPU has AVX-512F, AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { run.avx512() },
             // SAFETY: the scalar kernels use no special instructions.
             _ => unsafe { run.layers::<Scalar>() },
         }
@@ -357,6 +360,16 @@ impl Run<'_> {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(&mut self) {
         self.layers::<super::avx2::Avx2>()
+    }
+
+    /// The driver compiled with AVX-512F (and AVX2 + FMA) enabled.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512(&mut self) {
+        self.layers::<super::avx512::Avx512>()
     }
 
     /// Every layer, `norm_f` and the head, from the embeddings in `sc.resid` to `sc.head`.

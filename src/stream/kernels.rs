@@ -3,7 +3,7 @@
 //! `avx2.rs`. Every kernel checks its slice lengths (a few comparisons per call) before any
 //! unchecked access.
 
-use super::weights::{Panel, BLOCK, LANES};
+use super::weights::{state_index, Panel, BLOCK, ILV, LANES};
 
 /// The kernels of one instruction set.
 ///
@@ -52,10 +52,11 @@ pub(crate) trait Kernels {
     unsafe fn softplus(v: &mut [f32]);
 
     /// The selective state update and gated output of one stream (upstream `Mamba.step`):
-    /// `h ← h·exp(dt·A) + (dt·x)·B`, `y = (h·C + D·x)·silu(z)`.
+    /// `h ← h·exp(dt·A) + (dt·x)·B`, `y = (h·C + D·x)·silu(z)`, with `a` = A·log2(e) (so the
+    /// decay is `2^(dt·a)`).
     ///
     /// # Shapes
-    /// `y`: (dip), a multiple of 8; `b`, `c`: (N); `h`, `a`: (dip / 8, N, 8);
+    /// `y`: (dip), a multiple of 16; `b`, `c`: (N); `h`, `a`: (dip / 16, N, 16);
     /// `dt`, `x`, `d`, `z`: (≥ dip).
     ///
     /// # Panics
@@ -105,7 +106,7 @@ pub(crate) fn check_conv(
     out: &[f32],
 ) {
     let dip = out.len();
-    assert!(dip % LANES == 0 && newest < taps);
+    assert!(dip.is_multiple_of(LANES) && newest < taps);
     assert!(ring.len() >= taps * dip && w.len() >= taps * dip);
     assert!(x.len() >= dip && b.len() >= dip);
 }
@@ -124,7 +125,7 @@ pub(crate) fn check_ssm(
     y: &[f32],
 ) {
     let (dip, n) = (y.len(), b.len());
-    assert!(dip % LANES == 0 && c.len() == n);
+    assert!(dip.is_multiple_of(ILV) && c.len() == n);
     assert!(h.len() >= dip * n && a.len() >= dip * n);
     assert!(dt.len() >= dip && x.len() >= dip && d.len() >= dip && z.len() >= dip);
 }
@@ -248,12 +249,11 @@ impl Kernels for Scalar {
         check_ssm(h, a, dt, x, b, c, d, z, y);
         let n = b.len();
         for (ch, yo) in y.iter_mut().enumerate() {
-            let base = (ch / LANES) * n * LANES + ch % LANES;
             let dtx = dt[ch] * x[ch];
             let mut acc = 0.0f32;
             for s in 0..n {
-                let i = base + s * LANES;
-                h[i] = h[i] * (dt[ch] * a[i]).exp() + dtx * b[s];
+                let i = state_index(ch, s, n);
+                h[i] = h[i] * (dt[ch] * a[i]).exp2() + dtx * b[s];
                 acc += h[i] * c[s];
             }
             *yo = (acc + d[ch] * x[ch]) * silu(z[ch]);

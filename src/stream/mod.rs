@@ -3,8 +3,8 @@
 //! A step through libtorch costs ~20 op dispatches per layer (tens of µs); at 16 kHz the whole
 //! model has 62.5 µs per sample. [`StepEngine`] copies the weights of a [`WaveMamba`] once into
 //! contiguous f32 buffers laid out for the step (`weights.rs`), then advances every layer of
-//! every stream by one sample with vectorised kernels (`avx2.rs`, chosen at run time; portable
-//! fallback in `kernels.rs`), no allocation and no libtorch call. Its logits equal
+//! every stream by one sample with vectorised kernels (`avx512.rs`, `avx2.rs`, chosen at run
+//! time; portable fallback in `kernels.rs`), no allocation and no libtorch call. Its logits equal
 //! [`WaveMamba::step`]'s to f32 rounding (`tests/stream_engine.rs`).
 //!
 //! ```no_run
@@ -25,6 +25,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod buf;
 mod engine;
 mod kernels;
@@ -33,7 +35,8 @@ mod weights;
 pub use engine::StepEngine;
 pub use weights::Dims;
 
-/// Environment variable that forces a kernel set in [`Isa::detect`]: `scalar` or `avx2`.
+/// Environment variable that forces a kernel set in [`Isa::detect`]: `scalar`, `avx2` or
+/// `avx512`.
 pub const ISA_ENV: &str = "WAVEMAMBA_STREAM_ISA";
 
 /// The kernel set a [`StepEngine`] runs.
@@ -44,6 +47,9 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA intrinsics (x86-64 CPUs that have both).
     Avx2,
+    /// AVX-512F for the state update and activations, AVX2 + FMA for the products (x86-64 CPUs
+    /// with all three).
+    Avx512,
 }
 
 impl Isa {
@@ -56,11 +62,10 @@ impl Isa {
                 }
             }
         }
-        if Isa::Avx2.available() {
-            Isa::Avx2
-        } else {
-            Isa::Scalar
-        }
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|isa| isa.available())
+            .unwrap_or(Isa::Scalar)
     }
 
     /// Whether this CPU can run the set.
@@ -69,8 +74,10 @@ impl Isa {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Isa::Avx2.available() && is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 => false,
+            Isa::Avx2 | Isa::Avx512 => false,
         }
     }
 
@@ -78,6 +85,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
         }
     }
 }
@@ -89,9 +97,10 @@ impl std::str::FromStr for Isa {
         match s.to_ascii_lowercase().as_str() {
             "scalar" => Ok(Isa::Scalar),
             "avx2" => Ok(Isa::Avx2),
+            "avx512" => Ok(Isa::Avx512),
             other => Err(crate::Error::InvalidArgument {
                 name: "isa",
-                reason: format!("unknown kernel set '{other}' (scalar, avx2)"),
+                reason: format!("unknown kernel set '{other}' (scalar, avx2, avx512)"),
             }),
         }
     }

@@ -2,7 +2,7 @@
 //! one-sample step: matrices packed in row panels for vectorised matrix-vector products, the
 //! conv taps transposed per tap, `A = −exp(A_log)` precomputed and interleaved by 8 channels.
 //!
-//! Widths are padded: `d_model` and `d_inner` up to a multiple of 8 (the padded rows, columns
+//! Widths are padded: `d_model` up to a multiple of 8, `d_inner` of 16 (the padded rows, columns
 //! and channels hold zeros, which keeps every padded activation at exactly 0).
 
 use tch::{Device, Kind, Tensor};
@@ -16,6 +16,16 @@ use crate::{Error, Result};
 pub(crate) const BLOCK: usize = 32;
 /// Lanes of one vector: every padded width is a multiple of this.
 pub(crate) const LANES: usize = 8;
+
+/// Channels interleaved in the scan state `h` and in `A` (one AVX-512 register); `d_inner` is
+/// padded to a multiple of this.
+pub(crate) const ILV: usize = 16;
+
+/// Index of (channel `ch`, state `s`) in a (d_inner_padded / ILV, d_state, ILV) buffer.
+#[inline(always)]
+pub(crate) fn state_index(ch: usize, s: usize, d_state: usize) -> usize {
+    (ch / ILV) * d_state * ILV + s * ILV + ch % ILV
+}
 
 /// `n` rounded up to a multiple of [`LANES`].
 pub(crate) fn pad8(n: usize) -> usize {
@@ -65,7 +75,8 @@ pub struct Dims {
     /// `d_model` rounded up to a multiple of 8: the stride of every (streams, d_model) buffer.
     pub d_model_padded: usize,
     pub d_inner: usize,
-    /// `d_inner` rounded up to a multiple of 8: the stride of every (streams, d_inner) buffer.
+    /// `d_inner` rounded up to a multiple of 16 ([`ILV`]): the stride of every (streams, d_inner)
+    /// buffer.
     pub d_inner_padded: usize,
     pub d_state: usize,
     pub d_conv: usize,
@@ -101,7 +112,8 @@ pub(crate) struct LayerWeights {
     pub dt_proj: Panel,
     /// (d_inner_padded)
     pub dt_bias: Buf,
-    /// (d_inner_padded / 8, d_state, 8): `a[(d/8)·N·8 + n·8 + d%8] = −exp(A_log[d, n])`.
+    /// (d_inner_padded / 16, d_state, 16): `a[state_index(d, n)] = −exp(A_log[d, n])·log2(e)`
+    /// (the decay exp(dt·A) is computed as 2^(dt·a)).
     pub a: Buf,
     /// (d_inner_padded) the skip `D`.
     pub d: Buf,
@@ -181,7 +193,7 @@ impl Weights {
                     d_model: dm,
                     d_model_padded: pad8(dm),
                     d_inner: positive("d_inner", m.d_inner)?,
-                    d_inner_padded: pad8(positive("d_inner", m.d_inner)?),
+                    d_inner_padded: positive("d_inner", m.d_inner)?.div_ceil(ILV) * ILV,
                     d_state: positive("d_state", m.d_state)?,
                     d_conv: positive("d_conv", m.d_conv)?,
                     dt_rank: positive("dt_rank", m.dt_rank)?,
@@ -248,7 +260,7 @@ fn layer(m: &Mixer, norm: Buf, dims: &Dims, i: usize) -> Result<LayerWeights> {
     let x_proj = host(&m.x_proj, &name("x_proj.weight"), &[r + 2 * n, di])?;
     let dt_w = host(&m.dt_proj_weight, &name("dt_proj.weight"), &[di, r])?;
     let dt_b = host(&m.dt_proj_bias, &name("dt_proj.bias"), &[di])?;
-    // A exactly as the tch step computes it (same libtorch exp), so both paths share its bits.
+    // A as the tch step computes it (same libtorch exp), then scaled by log2(e) below.
     let a_t = tch::no_grad(|| -m.a_log.detach().to_kind(Kind::Float).exp());
     let a = host(&a_t, &name("A_log"), &[di, n])?;
     let d = host(&m.d, &name("D"), &[di])?;
@@ -263,7 +275,7 @@ fn layer(m: &Mixer, norm: Buf, dims: &Dims, i: usize) -> Result<LayerWeights> {
     let mut a_il = Buf::zeros(dip * n);
     for ch in 0..di {
         for s in 0..n {
-            a_il[(ch / LANES) * n * LANES + s * LANES + ch % LANES] = a[ch * n + s];
+            a_il[state_index(ch, s, n)] = a[ch * n + s] * std::f32::consts::LOG2_E;
         }
     }
     Ok(LayerWeights {
