@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::{State, WaveMamba, START_TOKEN};
 use crate::sample::Sampler;
+use crate::stream::StepEngine;
 use crate::{Error, Result};
 
 /// Settings of one generation.
@@ -39,6 +40,12 @@ pub struct Generated {
 /// Advances every stream by one token and exposes the logits (streams × vocab, row-major).
 pub trait Stepper {
     fn step(&mut self, tokens: &[u8]) -> Result<&[f32]>;
+}
+
+impl Stepper for StepEngine {
+    fn step(&mut self, tokens: &[u8]) -> Result<&[f32]> {
+        StepEngine::step(self, tokens)
+    }
 }
 
 /// The tch recurrent step (any device), batched over streams.
@@ -117,13 +124,32 @@ pub fn generate_tokens(
     }
     let state = state.repeat_batch(n);
     let prefill_s = started.elapsed().as_secs_f64();
-    let mut stepper = TchStepper::new(model, state);
-    let generated = run_sampling(&mut stepper, last_token, opts, model.audio.sample_rate)?;
+    // On the CPU the fused engine steps (no libtorch call per sample); elsewhere, or for an
+    // architecture the engine does not run, the batched tch step.
+    let engine = (model.device() == Device::Cpu)
+        .then(|| StepEngine::new(model, opts.num))
+        .and_then(|e| e.ok());
+    let (generated, path) = match engine {
+        Some(mut e) => {
+            e.load_state(&state)?;
+            (
+                run_sampling(&mut e, last_token, opts, model.audio.sample_rate)?,
+                "engine",
+            )
+        }
+        None => {
+            let mut stepper = TchStepper::new(model, state);
+            (
+                run_sampling(&mut stepper, last_token, opts, model.audio.sample_rate)?,
+                "tch",
+            )
+        }
+    };
     Ok(Generated {
         tokens: generated.0,
         prefill_s,
         generate_s: generated.1,
-        path: "tch",
+        path,
     })
 }
 

@@ -106,7 +106,8 @@ impl Mixer {
     pub fn forward(&self, h: &Tensor, state: Option<&mut LayerState>) -> Result<Tensor> {
         let (batch, len) = (h.size()[0], h.size()[1]);
         let (di, n, k, r) = (self.d_inner, self.d_state, self.d_conv, self.dt_rank);
-        let xz = h.matmul(&self.in_proj.tr()).transpose(1, 2); // (B, 2·d_inner, L)
+        // Channel-first products (W @ Xᵀ) give the scan its (B, ·, L) layouts without transposed copies.
+        let xz = self.in_proj.matmul(&h.transpose(1, 2)); // (B, 2·d_inner, L)
         let (x, z) = (xz.narrow(1, 0, di), xz.narrow(1, di, di));
         // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs.
         let history = match &state {
@@ -124,13 +125,10 @@ impl Mixer {
                 di,
             )
             .silu(); // (B, d_inner, L)
-        let x_dbl = x.transpose(1, 2).matmul(&self.x_proj.tr()); // (B, L, dt_rank + 2·d_state)
-        let dt = x_dbl
-            .narrow(2, 0, r)
-            .matmul(&self.dt_proj_weight.tr())
-            .transpose(1, 2); // (B, d_inner, L)
-        let b = x_dbl.narrow(2, r, n).transpose(1, 2); // (B, d_state, L)
-        let c = x_dbl.narrow(2, r + n, n).transpose(1, 2); // (B, d_state, L)
+        let x_dbl = self.x_proj.matmul(&x); // (B, dt_rank + 2·d_state, L)
+        let dt = self.dt_proj_weight.matmul(&x_dbl.narrow(1, 0, r)); // (B, d_inner, L)
+        let b = x_dbl.narrow(1, r, n); // (B, d_state, L)
+        let c = x_dbl.narrow(1, r + n, n); // (B, d_state, L)
         let a = -self.a_log.to_kind(Kind::Float).exp(); // (d_inner, d_state)
         let scan = selective_scan(&ScanInputs {
             u: &x,
