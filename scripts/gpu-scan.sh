@@ -4,7 +4,8 @@
 # tuning variants given in $VARIANTS (space-separated env assignments, commas between several;
 # "default" = none). JSON lines go to $OUT/bench.jsonl, logs to $OUT/, a table to stdout.
 #   scripts/gpu-scan.sh                      # tests + benchmarks, default settings
-#   SKIP_TESTS=1 VARIANTS="default WM_SCAN_WIDE=1" scripts/gpu-scan.sh
+#   SKIP_TESTS=1 VARIANTS="default,WM_SCAN_WIDE=1" scripts/gpu-scan.sh
+#   TEST_VARIANTS="default,WM_SCAN_FWD_SYNC=1 WM_SCAN_BWD_FULL_HISTORY=1" PROFILE="16,128,16384,bf16" …
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/wavemamba-gpu-scan}
@@ -20,23 +21,46 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
   --format=csv 2>&1 | tee "$OUT/gpu.txt"
 
+# Test runs: "name=ENV ENV …" (the kernel variants read these at every call).
+IFS=',' read -r -a test_variants <<<"${TEST_VARIANTS:-default}"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  for t in cuda_ops cuda_scan; do
-    echo "== test $t"
-    if ! timeout 300 "gpu-bundle/tests/$t" --test-threads=4 >"$OUT/test_$t.log" 2>&1; then
+  timeout 120 gpu-bundle/tests/cuda_ops --test-threads=4 >"$OUT/test_cuda_ops.log" 2>&1 || status=1
+  echo "== test cuda_ops: $(grep -E '^test result' "$OUT/test_cuda_ops.log")"
+  for tv in "${test_variants[@]}"; do
+    t=cuda_scan
+    env_args=()
+    [ "$tv" != default ] && read -r -a env_args <<<"$tv"
+    log="$OUT/test_${t}_$(echo "$tv" | tr -c 'A-Za-z0-9_' '_' | cut -c1-60).log"
+    echo "== test $t [$tv]"
+    if ! env "${env_args[@]}" timeout 300 "gpu-bundle/tests/$t" --test-threads=4 >"$log" 2>&1; then
       status=1
-      grep -E "^test |panicked|rel err|differ|FAILED|error" "$OUT/test_$t.log" | head -60
-      if [ "$t" = cuda_scan ] && command -v compute-sanitizer >/dev/null; then
+      status=1
+      grep -E "panicked|rel err|differ|FAILED|error" "$log" | head -30
+      if command -v compute-sanitizer >/dev/null && [ ! -e "$OUT/sanitizer.log" ]; then
         echo "== compute-sanitizer memcheck (first failing test)"
-        first=$(grep -oE "^test [a-z0-9_]+ \.\.\. FAILED" "$OUT/test_$t.log" | head -1 | cut -d' ' -f2)
-        [ -n "$first" ] && timeout 150 compute-sanitizer --tool memcheck --print-limit 20 \
-          "gpu-bundle/tests/$t" --exact "$first" --test-threads=1 >"$OUT/sanitizer.log" 2>&1
-        grep -E "Invalid|ERROR SUMMARY|at 0x|by thread" "$OUT/sanitizer.log" | head -30
+        first=$(grep -oE "^test [a-z0-9_]+ \.\.\. FAILED" "$log" | head -1 | cut -d' ' -f2)
+        [ -n "$first" ] && env "${env_args[@]}" timeout 150 compute-sanitizer --tool memcheck \
+          --print-limit 20 "gpu-bundle/tests/$t" --exact "$first" --test-threads=1 \
+          >"$OUT/sanitizer.log" 2>&1
+        grep -E "Invalid|ERROR SUMMARY|at 0x|by thread" "$OUT/sanitizer.log" | head -20
       fi
     fi
-    grep -E "^test result" "$OUT/test_$t.log"
+    grep -E "^test result" "$log"
   done
 fi
+
+# Optional Nsight Compute profiles (PROFILE="B,D,L,dtype …"): one forward+backward each, the scan
+# kernels only, speed-of-light and warp-state sections, into $OUT/ncu_*.txt.
+for c in ${PROFILE:-}; do
+  IFS=',' read -r B D L DT <<<"$c"
+  command -v ncu >/dev/null || { echo "no ncu"; break; }
+  timeout 120 ncu --clock-control none --kernel-name regex:scan_ --launch-skip 0 --launch-count 6 \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+    "$bin" bench scan --device cuda --batch "$B" --dim "$D" --len "$L" --dtype "$DT" --backward \
+    --no-reference --warmup 0 --reps 1 >"$OUT/ncu_${B}_${D}_${L}_${DT}.txt" 2>&1 || echo "ncu $c failed"
+  grep -E "scan_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued" \
+    "$OUT/ncu_${B}_${D}_${L}_${DT}.txt" | head -60
+done
 
 # (batch, dim, len, dtype) of issue 8, N = 16, variable B/C (B, N, L), with z, D, bias, softplus.
 cases=${CASES:-"16,128,16384,f32 16,128,16384,bf16 8,256,65536,f32 8,2048,2048,f32 8,2048,2048,bf16 1,256,1048576,f32"}

@@ -2,10 +2,46 @@
 //! (`WaveMamba::step`): equal logits over 2000 samples with several streams, from a zero state
 //! and from a prefill state, with the SIMD and the scalar kernels; state round trips; errors.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
 use tch::{Device, Kind, Tensor};
 use wavemamba::config::{Architecture, AudioConfig, MambaConfig};
 use wavemamba::model::WaveMamba;
 use wavemamba::stream::{Isa, StepEngine};
+
+/// Counts this thread's Rust heap allocations (to check that `step` makes none).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 /// A model of `config` whose every weight is perturbed away from the (structured) init.
 fn random_model(config: MambaConfig, seed: i64) -> WaveMamba {
@@ -120,17 +156,19 @@ fn engine_equals_tch_step_after_prefill() {
 
 #[test]
 fn simd_kernels_equal_scalar_kernels() {
-    if !Isa::Avx2.available() {
+    let simd: Vec<Isa> = isas().into_iter().filter(|&i| i != Isa::Scalar).collect();
+    if simd.is_empty() {
         eprintln!("no AVX2+FMA on this CPU: only the scalar kernels run");
-        return;
     }
     let m = random_model(MambaConfig::preset("small").unwrap(), 3);
     let x = tokens(5, 400, 256);
-    let mut scalar = StepEngine::with_isa(&m, 5, Isa::Scalar).unwrap();
-    let mut simd = StepEngine::with_isa(&m, 5, Isa::Avx2).unwrap();
-    let err = rel_err(&run_engine(&mut simd, &x), &run_engine(&mut scalar, &x));
-    eprintln!("avx2 vs scalar: rel err {err:.2e}");
-    assert!(err <= 2e-6, "avx2 vs scalar: rel err {err:.2e}");
+    let scalar = run_engine(&mut StepEngine::with_isa(&m, 5, Isa::Scalar).unwrap(), &x);
+    for isa in simd {
+        let got = run_engine(&mut StepEngine::with_isa(&m, 5, isa).unwrap(), &x);
+        let err = rel_err(&got, &scalar);
+        eprintln!("{isa} vs scalar: rel err {err:.2e}");
+        assert!(err <= 2e-6, "{isa} vs scalar: rel err {err:.2e}");
+    }
 }
 
 #[test]
@@ -212,6 +250,36 @@ fn reset_and_reset_stream() {
         "reset stream vs fresh engine: rel err {err:.2e}"
     );
     assert!(e.reset_stream(2).is_err());
+}
+
+#[test]
+fn step_does_not_allocate() {
+    fn is_send<T: Send>() {}
+    is_send::<StepEngine>(); // runs on a worker thread
+    let before = ALLOCATIONS.with(Cell::get);
+    drop(std::hint::black_box(vec![0u8; 10]));
+    assert_eq!(
+        ALLOCATIONS.with(Cell::get),
+        before + 1,
+        "the counter counts"
+    );
+    let m = random_model(MambaConfig::preset("small").unwrap(), 8);
+    for isa in isas() {
+        for streams in [1, 5] {
+            let mut e = StepEngine::with_isa(&m, streams, isa).unwrap();
+            let toks: Vec<u8> = (0..streams as u8).collect();
+            e.step(&toks).unwrap();
+            let before = ALLOCATIONS.with(Cell::get);
+            for _ in 0..100 {
+                e.step(&toks).unwrap();
+            }
+            let allocations = ALLOCATIONS.with(Cell::get) - before;
+            assert_eq!(
+                allocations, 0,
+                "{isa}, {streams} streams: allocations in step"
+            );
+        }
+    }
 }
 
 #[test]

@@ -175,12 +175,22 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
   }
 }
 
-/// The backward scan proper.
-template <typename T, int LPR, int S>
-__global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
+/// Blocks per SM the backward kernel is compiled for (registers ≤ 65536 / (128 · blocks)): what
+/// its shared memory allows for the N ≤ 16 layouts; no cap for 32 lanes per row (N > 16).
+constexpr int bwd_min_blocks(int lanes, int states, bool sub) {
+  return lanes == 32 ? 1 : states == 1 ? (sub ? 4 : 3) : (sub ? 2 : 1);
+}
+
+/// The backward scan proper. kSub: the state history keeps every 4th state (the states inside a
+/// group of 4 steps are recomputed in registers during the adjoint sweep: 4× less shared memory);
+/// else every state of the chunk.
+template <typename T, int LPR, int S, bool kSub>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub))
+    scan_bwd_kernel(const ScanArgs a) {
   using C = Cfg<LPR, S>;
   constexpr int TS = C::TS;
   constexpr int HS = kThreads * S;  // row stride of the state history
+  constexpr int HROWS = kSub ? kTC / 4 : kTC + 1;
   extern __shared__ float4 smem4[];
   float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] each
   float *s_sd = s_u + C::RB * kTP;                // σ(delta + bias)
@@ -190,8 +200,9 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
   float *s_gy = s_du + C::RB * kTP;
   float *s_B = s_gy + C::RB * kTP;  // [NP][kTP]
   float *s_C = s_B + C::NP * kTP;   // [NP][kTP]
-  float *s_h = s_C + C::NP * kTP;   // [kTC + 1][HS]: s_h[t + 1] = state after step t
-  float *s_dB = s_h + (kTC + 1) * HS;  // [TS][RB][NP]
+  // kSub: s_h[j] = state before step 4j (j < kTC/4); else s_h[t + 1] = state after step t.
+  float *s_h = s_C + C::NP * kTP;
+  float *s_dB = s_h + HROWS * HS;  // [TS][RB][NP]
   float *s_dC = s_dB + TS * C::RB * C::NP;
   // The flush stage reuses nothing: [2][NP][TS + 1] after s_dC.
   float *s_stage = s_dC + TS * C::RB * C::NP;
@@ -270,7 +281,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
     for (int s = 0; s < S; ++s) {
       const int n = pl.n_of(s);
       h[s] = (pl.valid && n < pl.N) ? a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] : 0.f;
-      s_h[pl.tid * S + s] = h[s];
+      if (!kSub) s_h[pl.tid * S + s] = h[s];
     }
 #pragma unroll 1
     for (int grp = 0; grp < kTC / LPR; ++grp) {
@@ -285,6 +296,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
         for (int s = 0; s < S; ++s) {
           b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
           c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+          if (kSub) s_h[(t0 / 4) * HS + pl.tid * S + s] = h[s];
         }
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -293,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
 #pragma unroll
           for (int s = 0; s < S; ++s) {
             h[s] = fmaf(ex2(dtk * A2[s]), h[s], duk * comp(b4[s], k));
-            s_h[(t0 + k + 1) * HS + pl.tid * S + s] = h[s];
+            if (!kSub) s_h[(t0 + k + 1) * HS + pl.tid * S + s] = h[s];
             acc = fmaf(comp(c4[s], k), h[s], acc);
           }
           p[j0 + k] = acc;
@@ -313,7 +325,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
     // Phase C: the adjoint recurrence backwards through the chunk.
     float hcur[S];
 #pragma unroll
-    for (int s = 0; s < S; ++s) hcur[s] = s_h[kTC * HS + pl.tid * S + s];
+    for (int s = 0; s < S; ++s) hcur[s] = kSub ? 0.f : s_h[kTC * HS + pl.tid * S + s];
 #pragma unroll 1
     for (int grp = kTC / LPR - 1; grp >= 0; --grp) {
       float qdt[LPR], qu[LPR];
@@ -324,10 +336,20 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
         const float4 du4 = ld4(s_du + pl.r * kTP + t0);
         const float4 gy4 = ld4(s_gy + pl.r * kTP + t0);
         float4 b4[S], c4[S];
+        // kSub: the group's decays and states, recomputed from the state before step t0.
+        float dAq[4][S], hq[5][S];
 #pragma unroll
         for (int s = 0; s < S; ++s) {
           b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
           c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+          if (kSub) {
+            hq[0][s] = s_h[(t0 / 4) * HS + pl.tid * S + s];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              dAq[k][s] = ex2(comp(dt4, k) * A2[s]);
+              hq[k + 1][s] = fmaf(dAq[k][s], hq[k][s], comp(du4, k) * comp(b4[s], k));
+            }
+          }
         }
 #pragma unroll
         for (int k = 3; k >= 0; --k) {
@@ -339,8 +361,9 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
 #pragma unroll
           for (int s = 0; s < S; ++s) {
             const int n = pl.n_of(s);
-            const float hprev = s_h[t * HS + pl.tid * S + s];
-            const float dA = ex2(dt * A2[s]);
+            if (kSub) hcur[s] = hq[k + 1][s];
+            const float hprev = kSub ? hq[k][s] : s_h[t * HS + pl.tid * S + s];
+            const float dA = kSub ? dAq[k][s] : ex2(dt * A2[s]);
             const float g = fmaf(comp(c4[s], k), gy, gh[s]);
             const float ga = g * hprev * dA;
             gA[s] = fmaf(ga, dt, gA[s]);
@@ -375,13 +398,24 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(const ScanArgs a) {
         // then write the block's partial dB, dC rows (coalesced along t).
         const int t_lo = grp * LPR;
         __syncthreads();
-        for (int o = pl.tid; o < 2 * C::NP * TS; o += kThreads) {
-          const int n = o % C::NP, tt = (o / C::NP) % TS, which = o / (C::NP * TS);
-          const float *buf = which ? s_dC : s_dB;
-          float sum = 0.f;
-#pragma unroll 4
-          for (int rr = 0; rr < C::RB; ++rr) sum += buf[(tt * C::RB + rr) * C::NP + n];
-          s_stage[(which * C::NP + n) * (TS + 1) + tt] = sum;
+        constexpr int NQ = C::NP / 4;
+        for (int o = pl.tid; o < 2 * NQ * TS; o += kThreads) {
+          const int n4 = o % NQ, tt = (o / NQ) % TS, which = o / (NQ * TS);
+          const float *buf = (which ? s_dC : s_dB) + tt * C::RB * C::NP + 4 * n4;
+          float4 sum = ld4(buf);
+#pragma unroll
+          for (int rr = 1; rr < C::RB; ++rr) {
+            const float4 v = ld4(buf + rr * C::NP);
+            sum.x += v.x;
+            sum.y += v.y;
+            sum.z += v.z;
+            sum.w += v.w;
+          }
+          float *st = s_stage + (which * C::NP + 4 * n4) * (TS + 1) + tt;
+          st[0] = sum.x;
+          st[TS + 1] = sum.y;
+          st[2 * (TS + 1)] = sum.z;
+          st[3 * (TS + 1)] = sum.w;
         }
         __syncthreads();
         for (int o = pl.tid; o < 2 * C::NP * TS; o += kThreads) {
@@ -432,7 +466,9 @@ struct BwdLauncher {
     using C = Cfg<LPR, S>;
     const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
     const int floats = C::BWD_FLOATS + 2 * C::NP * (C::TS + 1);
-    return launch(scan_bwd_kernel<T, LPR, S>, a, bx, floats, stream);
+    if (a.bwd_full_history) return launch(scan_bwd_kernel<T, LPR, S, false>, a, bx, floats, stream);
+    const int sub_floats = floats - (kTC + 1 - kTC / 4) * kThreads * S;
+    return launch(scan_bwd_kernel<T, LPR, S, true>, a, bx, sub_floats, stream);
   }
 };
 

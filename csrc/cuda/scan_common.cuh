@@ -65,15 +65,54 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-/// softplus(x) = max(x, 0) + log1p(e^−|x|) and σ(x) from the same exponential.
+__device__ __forceinline__ float lg2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/// softplus(x) = max(x, 0) + log1p(e^−|x|) and σ(x) from the same exponential (hardware
+/// approximations; log1p by its series below 1/16, where lg2 would lose relative accuracy).
 __device__ __forceinline__ void softplus_sigmoid(float x, float &sp, float &sig) {
-  const float e = expf(-fabsf(x));
-  sp = fmaxf(x, 0.f) + log1pf(e);
-  const float r = 1.f / (1.f + e);
+  const float e = ex2(-fabsf(x) * kLog2e);  // e^−|x| in (0, 1]
+  float l;
+  if (e < 0.0625f) {
+    l = e * fmaf(e, fmaf(e, fmaf(e, fmaf(e, 0.2f, -0.25f), 1.f / 3.f), -0.5f), 1.f);
+  } else {
+    l = lg2(1.f + e) * 0.6931471805599453f;
+  }
+  sp = fmaxf(x, 0.f) + l;
+  const float r = rcp(1.f + e);
   sig = x >= 0.f ? r : e * r;
 }
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+/// σ(x) = 1 / (1 + e^−x) (→ 0 for very negative x: rcp(inf) = 0).
+__device__ __forceinline__ float sigmoid(float x) { return rcp(1.f + ex2(-x * kLog2e)); }
+
+// ---- cp.async (global → shared without registers) -------------------------------------------
+
+__device__ __forceinline__ void cp_async(void *smem, const void *gmem, int src_bytes,
+                                         int cp_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if (cp_bytes == 16) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes));
+  }
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 template <int K>
 __device__ __forceinline__ float comp(const float4 &v) {
@@ -129,6 +168,7 @@ struct IO<float> {
   __device__ static float to_f(float v) { return v; }
   __device__ static float from_f(float v) { return v; }
   __device__ static float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+  __device__ static void store4(float *p, float4 v) { *reinterpret_cast<float4 *>(p) = v; }
 };
 
 template <>
@@ -143,7 +183,31 @@ struct IO<__nv_bfloat16> {
     const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
     return make_float4(a.x, a.y, b.x, b.y);
   }
+  __device__ static void store4(__nv_bfloat16 *p, float4 v) {
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 raw;
+    memcpy(&raw.x, &lo, 4);
+    memcpy(&raw.y, &hi, 4);
+    *reinterpret_cast<uint2 *>(p) = raw;
+  }
 };
+
+/// Stages one quad (4 consecutive steps of a row, zero past `len`) into shared memory: cp.async
+/// when the row is vector-aligned (no registers held while in flight), else a plain load + store.
+template <typename T>
+__device__ __forceinline__ void stage_quad(T *dst, const T *row, int64_t t, int64_t len, bool vec) {
+  if (vec) {
+    const int64_t left = len - t;
+    const int n = left <= 0 ? 0 : (left >= 4 ? 4 : static_cast<int>(left));
+    cp_async(dst, n > 0 ? row + t : row, n * static_cast<int>(sizeof(T)),
+             4 * static_cast<int>(sizeof(T)));
+  } else {
+    float v[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v[k] = t + k < len ? IO<T>::to_f(row[t + k]) : 0.f;
+    IO<T>::store4(dst, make_float4(v[0], v[1], v[2], v[3]));
+  }
+}
 
 /// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`.
 /// `vec`: the row is aligned for a 4-element vector load and stride == 1.
@@ -196,11 +260,11 @@ struct Place {
   __device__ int n_of(int s) const { return ln * S + s; }
 };
 
-template <typename T, int LPR, int S, bool kLocal>
+template <typename T, int LPR, int S, bool kLocal, bool kAsync>
 __global__ void scan_fwd_kernel(const ScanArgs a);
 template <typename T, int LPR, int S>
 __global__ void scan_bwd_local_kernel(const ScanArgs a);
-template <typename T, int LPR, int S>
+template <typename T, int LPR, int S, bool kSub>
 __global__ void scan_bwd_kernel(const ScanArgs a);
 
 /// Number of thread blocks along x for a configuration: groups × row blocks per group.

@@ -8,9 +8,14 @@ namespace wm::cuda::scan_detail {
 
 /// kLocal = false: the scan proper (out, ckpt, last). kLocal = true: segmented pass 1 (each
 /// segment from zero; end state and Σdt into seg_state / seg_dtsum; no output).
-template <typename T, int LPR, int S, bool kLocal>
+/// kAsync: the raw tiles of the next kStages − 1 chunks are in flight (cp.async into shared
+/// memory) while a chunk is scanned; else the next chunk is prefetched into registers.
+template <typename T, int LPR, int S, bool kLocal, bool kAsync>
 __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   using C = Cfg<LPR, S>;
+  constexpr int kStages = 3;
+  constexpr int kRowTile = C::RB * kTC, kBCTile = C::NP * kTC;  // raw tile sizes (elements)
+  constexpr int kStageElems = 3 * kRowTile + 2 * kBCTile;
   extern __shared__ float4 smem4[];
   float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] u
   float *s_z = s_u + C::RB * kTP;                 // [RB][kTP] z
@@ -18,6 +23,8 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   float *s_du = s_dt + C::RB * kTP;               // [RB][kTP] dt·u
   float *s_B = s_du + C::RB * kTP;                // [NP][kTP]
   float *s_C = s_B + C::NP * kTP;                 // [NP][kTP]
+  // kAsync: kStages raw stages of [u | delta | z | B | C] in the io dtype, after the tiles.
+  T *raw = reinterpret_cast<T *>(s_C + C::NP * kTP);
 
   const Place<LPR, S> pl(a);
   const T *u = static_cast<const T *>(a.u);
@@ -79,6 +86,69 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
     }
   };
 
+  // kAsync: start copying chunk c into raw stage `stage` (nothing held in registers).
+  auto issue = [&](int64_t c, int stage) {
+    T *r_u = raw + stage * kStageElems, *r_d = r_u + kRowTile, *r_z = r_d + kRowTile;
+    T *r_B = r_z + kRowTile, *r_C = r_B + kBCTile;
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit >= C::ROW_QUADS) continue;
+      const int rr = unit / (kTC / 4), q = unit % (kTC / 4), o = rr * kTC + 4 * q;
+      if (rr < pl.rows_valid) {
+        const int64_t base = (pl.b * pl.D + pl.d0 + rr) * pl.L;
+        const int64_t t = c * kTC + 4 * q;
+        stage_quad(r_u + o, u + base, t, pl.L, vec);
+        stage_quad(r_d + o, delta + base, t, pl.L, vec);
+        if (zp) stage_quad(r_z + o, zp + base, t, pl.L, vec);
+      } else {
+        IO<T>::store4(r_u + o, zero4);
+        IO<T>::store4(r_d + o, zero4);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < C::BC_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      if (unit >= C::BC_QUADS) continue;
+      const int n = unit / (kTC / 4), q = unit % (kTC / 4), o = n * kTC + 4 * q;
+      if (n < pl.N) {
+        const int64_t base = (pl.bg * pl.N + n) * pl.L;
+        const int64_t t = c * kTC + 4 * q;
+        stage_quad(r_B + o, Bm + base, t, pl.L, vec);
+        if (!kLocal) stage_quad(r_C + o, Cm + base, t, pl.L, vec);
+      } else {
+        IO<T>::store4(r_B + o, zero4);
+        if (!kLocal) IO<T>::store4(r_C + o, zero4);
+      }
+    }
+  };
+  // kAsync: the landed raw stage into the prefetch registers (same layout as load()).
+  auto fetch = [&](int stage) {
+    const T *r_u = raw + stage * kStageElems, *r_d = r_u + kRowTile, *r_z = r_d + kRowTile;
+    const T *r_B = r_z + kRowTile, *r_C = r_B + kBCTile;
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      pu[k] = pd[k] = pz[k] = zero4;
+      if (unit < C::ROW_QUADS) {
+        const int rr = unit / (kTC / 4), q = unit % (kTC / 4), o = rr * kTC + 4 * q;
+        pu[k] = IO<T>::load4(r_u + o);
+        pd[k] = IO<T>::load4(r_d + o);
+        if (zp && rr < pl.rows_valid) pz[k] = IO<T>::load4(r_z + o);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < C::BC_UNITS; ++k) {
+      const int unit = pl.tid + k * kThreads;
+      pB[k] = pC[k] = zero4;
+      if (unit < C::BC_QUADS) {
+        const int n = unit / (kTC / 4), q = unit % (kTC / 4), o = n * kTC + 4 * q;
+        pB[k] = IO<T>::load4(r_B + o);
+        if (!kLocal) pC[k] = IO<T>::load4(r_C + o);
+      }
+    }
+  };
+
   auto store = [&](int64_t c) {
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
@@ -122,12 +192,33 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
 
   T *out = kLocal ? nullptr : static_cast<T *>(a.out);
   float dtsum = 0.f;
-  if (pl.c_begin < pl.c_end) load(pl.c_begin);
+  if constexpr (kAsync) {
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) {
+      if (pl.c_begin + i < pl.c_end) issue(pl.c_begin + i, i);
+      cp_async_commit();
+    }
+  } else {
+    if (pl.c_begin < pl.c_end) load(pl.c_begin);
+  }
   for (int64_t c = pl.c_begin; c < pl.c_end; ++c) {
-    __syncthreads();
-    store(c);
-    __syncthreads();
-    if (c + 1 < pl.c_end) load(c + 1);
+    if constexpr (kAsync) {
+      cp_async_wait<kStages - 2>();  // this thread's copies of chunk c have landed
+      __syncthreads();               // everyone's; and the previous chunk's scan is done
+      fetch(static_cast<int>((c - pl.c_begin) % kStages));
+      store(c);
+      __syncthreads();
+      // The stage read just before the previous scan is free again.
+      if (c + kStages - 1 < pl.c_end) {
+        issue(c + kStages - 1, static_cast<int>((c - pl.c_begin + kStages - 1) % kStages));
+      }
+      cp_async_commit();
+    } else {
+      __syncthreads();
+      store(c);
+      __syncthreads();
+      if (c + 1 < pl.c_end) load(c + 1);
+    }
     if (!kLocal && a.ckpt && pl.valid) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
@@ -203,8 +294,16 @@ struct FwdLauncher {
   cudaError_t operator()() const {
     using C = Cfg<LPR, S>;
     const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
-    if (local) return launch(scan_fwd_kernel<T, LPR, S, true>, a, bx, C::FWD_FLOATS, stream);
-    return launch(scan_fwd_kernel<T, LPR, S, false>, a, bx, C::FWD_FLOATS, stream);
+    if (a.fwd_sync) {
+      if (local) return launch(scan_fwd_kernel<T, LPR, S, true, false>, a, bx, C::FWD_FLOATS, stream);
+      return launch(scan_fwd_kernel<T, LPR, S, false, false>, a, bx, C::FWD_FLOATS, stream);
+    }
+    // Raw stages: 3 × (3 row tiles + 2 B/C tiles) in T, rounded up to floats.
+    constexpr int raw_floats =
+        (3 * (3 * C::RB * kTC + 2 * C::NP * kTC) * static_cast<int>(sizeof(T)) + 3) / 4;
+    const int floats = C::FWD_FLOATS + raw_floats;
+    if (local) return launch(scan_fwd_kernel<T, LPR, S, true, true>, a, bx, floats, stream);
+    return launch(scan_fwd_kernel<T, LPR, S, false, true>, a, bx, floats, stream);
   }
 };
 

@@ -5,7 +5,9 @@
 // Tuning knobs (environment, read at every call; for benchmarks): WM_SCAN_MIN_THREADS (and the
 // pass-specific WM_SCAN_FWD_MIN_THREADS / WM_SCAN_BWD_MIN_THREADS): split time into segments until
 // rows × lanes × segments reaches this many threads; WM_SCAN_SEGMENTS forces a segment count;
-// WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1: two states per lane for N ≤ 16.
+// WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1: two states per lane for N ≤ 16;
+// WM_SCAN_FWD_SYNC = 1: forward prefetching one chunk into registers instead of cp.async stages;
+// WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -64,6 +66,8 @@ ScanArgs make_args(const Inputs &in, bool backward) {
   a.dtype = io == at::kBFloat16 ? cuda::ScanDType::BF16 : cuda::ScanDType::F32;
   const char *wide = backward ? "WM_SCAN_BWD_WIDE" : "WM_SCAN_FWD_WIDE";
   a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", 0) != 0);
+  a.fwd_sync = env_int("WM_SCAN_FWD_SYNC", 0) != 0;
+  a.bwd_full_history = env_int("WM_SCAN_BWD_FULL_HISTORY", 0) != 0;
 
   // Segments of whole chunks (see scan_common.cuh).
   a.n_chunks = (a.len + cuda::kScanChunk - 1) / cuda::kScanChunk;

@@ -153,21 +153,6 @@ impl Problem {
         .map(|t| bytes_of(t))
         .sum()
     }
-
-    fn zero_grads(&mut self) {
-        for t in [
-            &mut self.u,
-            &mut self.delta,
-            &mut self.a,
-            &mut self.b,
-            &mut self.c,
-            &mut self.d,
-            &mut self.z,
-            &mut self.delta_bias,
-        ] {
-            let _ = t.grad().f_zero_();
-        }
-    }
 }
 
 fn bytes_of(t: &Tensor) -> i64 {
@@ -179,12 +164,14 @@ fn bytes_of(t: &Tensor) -> i64 {
     t.numel() as i64 * size
 }
 
-/// One forward+backward with gradients for every input (loss = Σ out + Σ last_state). The sum
-/// runs in out's dtype so the gradient reaching the kernel stays an expanded scalar.
-fn fwd_bwd(p: &Problem) -> Result<()> {
+/// One forward+backward with gradients for every input (loss = Σ out + Σ last_state), returned
+/// as `torch.autograd.grad` does (nothing accumulated into `.grad`). The sum runs in out's dtype
+/// so the gradient reaching the kernel stays an expanded scalar.
+fn fwd_bwd(p: &Problem) -> Result<Vec<Tensor>> {
     let r = selective_scan(&p.inputs())?;
-    (r.out.sum(r.out.kind()).to_kind(Kind::Float) + r.last_state.sum(Kind::Float)).f_backward()?;
-    Ok(())
+    let loss = r.out.sum(r.out.kind()).to_kind(Kind::Float) + r.last_state.sum(Kind::Float);
+    let leaves = [&p.u, &p.delta, &p.a, &p.b, &p.c, &p.d, &p.z, &p.delta_bias];
+    Ok(Tensor::f_run_backward(&[loss], &leaves, false, false)?)
 }
 
 /// Runs the benchmark.
@@ -221,7 +208,7 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
     let updates = (cfg.batch * cfg.dim * cfg.len * cfg.state) as f64;
     // Memory first, before anything else has grown the heap: one forward+backward from a clean
     // high-water mark, inputs already allocated (the first call also allocates the gradients).
-    let mut grad_problem = cfg.backward.then(|| Problem::new(cfg, true));
+    let grad_problem = cfg.backward.then(|| Problem::new(cfg, true));
     let (mut growth, mut io) = (None, None);
     let mut cuda_growth = None;
     let out_bytes = |p: &Problem| {
@@ -233,7 +220,7 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
             Device::Cpu => {
                 reset_peak_rss();
                 let before = rss_bytes();
-                fwd_bwd(p)?;
+                drop(fwd_bwd(p)?);
                 if let (Some(before), Some(peak)) = (before, peak_rss_bytes()) {
                     growth = Some(peak.saturating_sub(before) as f64);
                     io = Some((out_bytes(p) + p.input_bytes()) as f64);
@@ -242,13 +229,13 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
             Device::Cuda(i) => {
                 tch::Cuda::synchronize(i as i64);
                 let before = cuda_memory(i, true)?;
-                fwd_bwd(p)?;
+                drop(fwd_bwd(p)?);
                 tch::Cuda::synchronize(i as i64);
                 let after = cuda_memory(i, false)?;
                 cuda_growth = Some((after.peak - before.allocated).max(0) as f64);
                 io = Some((out_bytes(p) + p.input_bytes()) as f64);
             }
-            _ => fwd_bwd(p)?,
+            _ => drop(fwd_bwd(p)?),
         }
     }
 
@@ -270,10 +257,9 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
 
     let mut fwdbwd_ms = None;
     let mut fwdbwd_bytes = None;
-    if let Some(p) = &mut grad_problem {
+    if let Some(p) = &grad_problem {
         let mut failed = None;
         let (t, _) = median_device_ms(cfg.device, cfg.warmup, cfg.reps, || {
-            p.zero_grads();
             if let Err(e) = fwd_bwd(p) {
                 failed = Some(e);
             }

@@ -5,8 +5,8 @@
 
 use std::arch::x86_64::*;
 
-use super::kernels::{check_conv, check_ssm, Kernels};
 use super::kernels::check_matvec;
+use super::kernels::{check_conv, check_ssm, Kernels};
 use super::weights::{Panel, BLOCK, ILV, LANES};
 
 /// The AVX-512F kernel set.
@@ -160,7 +160,11 @@ pub(crate) unsafe fn softplus_ps(x: __m512) -> __m512 {
     let u = _mm512_add_ps(splat(1.0), e);
     let um1 = _mm512_sub_ps(u, splat(1.0));
     let l = _mm512_div_ps(_mm512_mul_ps(log_ps(u), e), um1);
-    let l = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(um1, _mm512_setzero_ps()), l, e);
+    let l = _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(um1, _mm512_setzero_ps()),
+        l,
+        e,
+    );
     let r = _mm512_add_ps(_mm512_max_ps(x, _mm512_setzero_ps()), l);
     _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, splat(20.0)), r, x)
 }
@@ -245,7 +249,10 @@ unsafe fn matvec(
     let cols = w.cols;
     for r0 in (0..w.rows_padded).step_by(BLOCK) {
         let width = BLOCK.min(w.rows_padded - r0);
-        let (v, last) = (width.div_ceil(W), if width % W == LANES { 0x00ff } else { 0xffff });
+        let (v, last) = (
+            width.div_ceil(W),
+            if width % W == LANES { 0x00ff } else { 0xffff },
+        );
         let p = w.data.as_ptr().add(r0 * cols);
         let b = bias.map_or(std::ptr::null(), |b| b.as_ptr().add(r0));
         let mut s = 0;
@@ -416,16 +423,31 @@ mod tests {
             return;
         }
         use super::super::avx2;
-        let cases: [(&str, unsafe fn(__m512) -> __m512, unsafe fn(__m256) -> __m256, Vec<f32>); 5] = [
+        type Case = (
+            &'static str,
+            unsafe fn(__m512) -> __m512,
+            unsafe fn(__m256) -> __m256,
+            Vec<f32>,
+        );
+        let cases: [Case; 5] = [
             ("exp", exp_ps, avx2::exp_ps, grid(-90.0, 90.0, 20001)),
             ("exp2", exp2_ps, avx2::exp2_ps, grid(-130.0, 0.5, 20001)),
             ("log", log_ps, avx2::log_ps, grid(1e-30, 4.0, 20001)),
             ("silu", silu_ps, avx2::silu_ps, grid(-90.0, 90.0, 20001)),
-            ("softplus", softplus_ps, avx2::softplus_ps, grid(-90.0, 40.0, 20001)),
+            (
+                "softplus",
+                softplus_ps,
+                avx2::softplus_ps,
+                grid(-90.0, 40.0, 20001),
+            ),
         ];
         for (name, f16, f8, xs) in cases {
             for ((x, a), b) in xs.iter().zip(lanes(f16, &xs)).zip(avx2_lanes(f8, &xs)) {
-                assert_eq!(a.to_bits(), b.to_bits(), "{name}({x}): avx512 {a} vs avx2 {b}");
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{name}({x}): avx512 {a} vs avx2 {b}"
+                );
             }
         }
     }

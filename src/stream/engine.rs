@@ -234,8 +234,7 @@ impl StepEngine {
                         ring[t * dip + ch] = conv[(b * di + ch) * k + t];
                     }
                     for j in 0..n {
-                        h[state_index(ch, j, n)] =
-                            ssm[(b * di + ch) * n + j];
+                        h[state_index(ch, j, n)] = ssm[(b * di + ch) * n + j];
                     }
                 }
             }
@@ -268,8 +267,7 @@ impl StepEngine {
                         conv[(b * di + ch) * k + t] = ring[slot * dip + ch];
                     }
                     for j in 0..n {
-                        ssm[(b * di + ch) * n + j] =
-                            h[state_index(ch, j, n)];
+                        ssm[(b * di + ch) * n + j] = h[state_index(ch, j, n)];
                     }
                 }
             }

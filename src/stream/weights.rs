@@ -1,6 +1,6 @@
 //! The model's weights copied once out of libtorch into contiguous `f32` buffers laid out for the
 //! one-sample step: matrices packed in row panels for vectorised matrix-vector products, the
-//! conv taps transposed per tap, `A = −exp(A_log)` precomputed and interleaved by 8 channels.
+//! conv taps transposed per tap, `A = −exp(A_log)` precomputed and interleaved by 16 channels.
 //!
 //! Widths are padded: `d_model` up to a multiple of 8, `d_inner` of 16 (the padded rows, columns
 //! and channels hold zeros, which keeps every padded activation at exactly 0).
@@ -75,8 +75,8 @@ pub struct Dims {
     /// `d_model` rounded up to a multiple of 8: the stride of every (streams, d_model) buffer.
     pub d_model_padded: usize,
     pub d_inner: usize,
-    /// `d_inner` rounded up to a multiple of 16 ([`ILV`]): the stride of every (streams, d_inner)
-    /// buffer.
+    /// `d_inner` rounded up to a multiple of 16 (the interleave of the scan state): the stride
+    /// of every (streams, d_inner) buffer.
     pub d_inner_padded: usize,
     pub d_state: usize,
     pub d_conv: usize,
