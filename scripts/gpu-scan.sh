@@ -49,19 +49,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   done
 fi
 
-# Optional Nsight Compute profiles (PROFILE="B,D,L,dtype …"): one forward+backward each, the scan
-# kernels only, speed-of-light and warp-state sections, into $OUT/ncu_*.txt.
-for c in ${PROFILE:-}; do
-  IFS=',' read -r B D L DT <<<"$c"
-  command -v ncu >/dev/null || { echo "no ncu"; break; }
-  timeout 120 ncu --clock-control none --kernel-name regex:scan_ --launch-skip 0 --launch-count 6 \
-    --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
-    "$bin" bench scan --device cuda --batch "$B" --dim "$D" --len "$L" --dtype "$DT" --backward \
-    --no-reference --warmup 0 --reps 1 >"$OUT/ncu_${B}_${D}_${L}_${DT}.txt" 2>&1 || echo "ncu $c failed"
-  grep -E "scan_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued" \
-    "$OUT/ncu_${B}_${D}_${L}_${DT}.txt" | head -60
-done
-
 # (batch, dim, len, dtype) of issue 8, N = 16, variable B/C (B, N, L), with z, D, bias, softplus.
 cases=${CASES:-"16,128,16384,f32 16,128,16384,bf16 8,256,65536,f32 8,2048,2048,f32 8,2048,2048,bf16 1,256,1048576,f32"}
 IFS=',' read -r -a variants <<<"${VARIANTS:-default}"
@@ -98,4 +85,17 @@ for line in lines:
           f"{(r['fwdbwd_ms'] or 0):8.3f} {t[1]:6.2f} {r['achieved_gbps']:6.0f} "
           f"{(r['fwdbwd_achieved_gbps'] or 0):8.0f} {(ws if ws is not None else float('nan')):6.2f}")
 EOF
+# Optional Nsight Compute profiles (PROFILE="B,D,L,dtype …"): one forward+backward each, the scan
+# kernels only, speed-of-light and warp-state sections, into $OUT/ncu_*.txt.
+for c in ${PROFILE:-}; do
+  IFS=',' read -r B D L DT <<<"$c"
+  command -v ncu >/dev/null || { echo "no ncu"; break; }
+  timeout 120 ncu --clock-control none --kernel-name regex:scan_ --launch-skip 0 --launch-count 6 \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+    "$bin" bench scan --device cuda --batch "$B" --dim "$D" --len "$L" --dtype "$DT" --backward \
+    --no-reference --warmup 0 --reps 1 >"$OUT/ncu_${B}_${D}_${L}_${DT}.txt" 2>&1 || echo "ncu $c failed"
+  grep -E "scan_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued" \
+    "$OUT/ncu_${B}_${D}_${L}_${DT}.txt" | head -60
+done
+
 exit $status

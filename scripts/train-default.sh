@@ -18,11 +18,14 @@ CONFIG=${CONFIG:-small}
 BATCH=${BATCH:-16}
 LEN=${LEN:-8192}
 DEVICE=${DEVICE:-cpu}
+LR=${LR:-3e-3}
+WARMUP=${WARMUP:-50}
+PRECISION=${PRECISION:-fp32}
 if [ ! -f "$PACK" ] && [ -f "$PACK.xz" ]; then xz -dk -T0 "$PACK.xz"; fi
 [ -f "$PACK" ] || { echo "no token pack at $PACK" >&2; exit 1; }
 rate=$("$BIN" bench train --config "$CONFIG" --batch "$BATCH" --len "$LEN" --steps 2 --threads "$THREADS" --device "$DEVICE" --json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["samples_per_s"])')
 steps=$(python3 -c "print(max(50, int(0.92 * $BUDGET_S * $rate / ($BATCH * $LEN))))")
 echo "throughput $rate samples/s on $THREADS threads ($DEVICE): training $steps steps of $BATCH x $LEN"
-"$BIN" train --data "$PACK" --config "$CONFIG" --out "$OUTDIR" --device "$DEVICE" --steps "$steps" --batch "$BATCH" --len "$LEN" \
-  --lr 3e-3 --warmup 50 --valid-every 100 --ckpt-every 100 --log-every 10 --threads "$THREADS" --seed 1 --quiet
+"$BIN" train --data "$PACK" --config "$CONFIG" --out "$OUTDIR" --device "$DEVICE" --precision "$PRECISION" --steps "$steps" --batch "$BATCH" --len "$LEN" \
+  --lr "$LR" --warmup "$WARMUP" --valid-every 100 --ckpt-every 100 --log-every 10 --threads "$THREADS" --seed 1 --quiet

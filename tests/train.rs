@@ -67,6 +67,7 @@ fn options(steps: u64) -> TrainOptions {
         clip: 1.0,
         seed: 7,
         device: Device::Cpu,
+        bf16: false,
         log_every: 1,
         valid_every: 10,
         ckpt_every: 10,

@@ -51,8 +51,8 @@ struct ScanArgs {
   ScanConfig cfg;
   // Rows of u, delta, z, out, B, C (and gu, gdelta, gz) start 4-element aligned: vector loads.
   bool vec = false;
-  // Variants (benchmarks; defaults false): forward with register prefetch of one chunk instead of
-  // cp.async stages; backward keeping every state of a chunk instead of every 4th.
+  // Variants: forward with register prefetch of one chunk instead of cp.async stages (the
+  // driver's default for float32); backward keeping every state of a chunk instead of every 4th.
   bool fwd_sync = false, bwd_full_history = false;
   // Inputs (io dtype unless noted).
   const void *u = nullptr, *delta = nullptr, *Bm = nullptr, *Cm = nullptr, *z = nullptr;

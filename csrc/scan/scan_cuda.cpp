@@ -5,9 +5,12 @@
 // Tuning knobs (environment, read at every call; for benchmarks): WM_SCAN_MIN_THREADS (and the
 // pass-specific WM_SCAN_FWD_MIN_THREADS / WM_SCAN_BWD_MIN_THREADS): split time into segments until
 // rows × lanes × segments reaches this many threads; WM_SCAN_SEGMENTS forces a segment count;
-// WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1: two states per lane for N ≤ 16;
-// WM_SCAN_FWD_SYNC = 1: forward prefetching one chunk into registers instead of cp.async stages;
+// WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1/0: two states per lane for N ≤ 16, or one;
+// WM_SCAN_FWD_SYNC = 1/0: forward prefetching one chunk into registers, or cp.async stages;
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory.
+// Defaults are the fastest measured on the H200 (BENCHMARKS.md): float32 = register prefetch
+// forward and two states per lane backward; bfloat16 = cp.async forward and one state per lane
+// backward with at least 65536 backward threads.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -27,6 +30,7 @@ using cuda::ScanArgs;
 
 /// Default of WM_SCAN_MIN_THREADS: (16, 128, L) with N = 16 already has this many lanes.
 constexpr int64_t kDefaultMinThreads = 32768;
+constexpr int64_t kDefaultBwdMinThreadsBf16 = 65536;
 constexpr int64_t kMaxGridYZ = 65535;
 
 int64_t env_int(const char *name, int64_t fallback) {
@@ -64,9 +68,10 @@ ScanArgs make_args(const Inputs &in, bool backward) {
               ", got ", a.batch);
   a.softplus = in.softplus;
   a.dtype = io == at::kBFloat16 ? cuda::ScanDType::BF16 : cuda::ScanDType::F32;
+  const bool bf16 = io == at::kBFloat16;
   const char *wide = backward ? "WM_SCAN_BWD_WIDE" : "WM_SCAN_FWD_WIDE";
-  a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", 0) != 0);
-  a.fwd_sync = env_int("WM_SCAN_FWD_SYNC", 0) != 0;
+  a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", backward && !bf16) != 0);
+  a.fwd_sync = env_int("WM_SCAN_FWD_SYNC", bf16 ? 0 : 1) != 0;
   a.bwd_full_history = env_int("WM_SCAN_BWD_FULL_HISTORY", 0) != 0;
 
   // Segments of whole chunks (see scan_common.cuh).
@@ -74,7 +79,9 @@ ScanArgs make_args(const Inputs &in, bool backward) {
   int64_t n_seg = env_int("WM_SCAN_SEGMENTS", 0);
   if (n_seg <= 0) {
     const char *min_name = backward ? "WM_SCAN_BWD_MIN_THREADS" : "WM_SCAN_FWD_MIN_THREADS";
-    const int64_t min_threads = knob(min_name, "WM_SCAN_MIN_THREADS", kDefaultMinThreads);
+    const int64_t fallback =
+        backward && bf16 ? kDefaultBwdMinThreadsBf16 : kDefaultMinThreads;
+    const int64_t min_threads = knob(min_name, "WM_SCAN_MIN_THREADS", fallback);
     const int64_t threads = a.batch * a.dim * a.cfg.lanes;
     n_seg = (min_threads + threads - 1) / threads;
   }

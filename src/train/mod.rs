@@ -43,6 +43,8 @@ pub struct TrainOptions {
     pub clip: f64,
     pub seed: u64,
     pub device: Device,
+    /// bf16 autocast on CUDA (ignored on CPU, which always trains in fp32).
+    pub bf16: bool,
     pub log_every: u64,
     pub valid_every: u64,
     pub ckpt_every: u64,
@@ -140,7 +142,7 @@ pub fn train(
         let tokens = data
             .train_batch(step, opts.batch, opts.len)?
             .to_device(opts.device);
-        let loss = forward_loss(&model, &tokens, opts.device)?;
+        let loss = forward_loss(&model, &tokens, opts.device.is_cuda() && opts.bf16)?;
         let loss_nats = loss.double_value(&[]);
         if !loss_nats.is_finite() {
             return Err(Error::Training { step, reason: format!("loss is {loss_nats}; stopped before updating the weights (last good checkpoint kept)") });
@@ -198,9 +200,9 @@ pub fn train(
     })
 }
 
-/// The training loss: mean NLL in nats; bf16 autocast on CUDA, fp32 on CPU.
-fn forward_loss(model: &WaveMamba, tokens: &Tensor, device: Device) -> Result<Tensor> {
-    if device.is_cuda() {
+/// The training loss: mean NLL in nats, under bf16 autocast when asked (CUDA).
+fn forward_loss(model: &WaveMamba, tokens: &Tensor, bf16: bool) -> Result<Tensor> {
+    if bf16 {
         tch::autocast(true, || mean_nll_nats(model, tokens)).map(|l| l.to_kind(Kind::Float))
     } else {
         mean_nll_nats(model, tokens)
