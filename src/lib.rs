@@ -17,6 +17,7 @@ pub mod info;
 pub mod model;
 pub mod ops;
 pub mod plot;
+pub mod rng;
 pub mod runtime;
 pub mod sample;
 pub mod stream;

@@ -1,10 +1,12 @@
 //! Sampling the next mu-law class from logits: temperature, nucleus (top-p), seeded.
-//! Uses its own generator (splitmix64), so results do not depend on libtorch's global RNG.
+//! Uses the project's own generator ([`crate::rng`]), so results do not depend on libtorch's global RNG.
+
+use crate::rng::SplitMix;
 
 /// Seeded sampler over a vocabulary of logits.
 #[derive(Debug, Clone)]
 pub struct Sampler {
-    state: u64,
+    rng: SplitMix,
     pub temperature: f32,
     pub top_p: f32,
     probs: Vec<(f32, u16)>,
@@ -15,19 +17,11 @@ impl Sampler {
     /// classes whose probability reaches it.
     pub fn new(seed: u64, temperature: f32, top_p: f32) -> Sampler {
         Sampler {
-            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            rng: SplitMix(seed ^ 0x5DEE_CE66_D1CE_4E5B),
             temperature,
             top_p,
             probs: Vec::with_capacity(256),
         }
-    }
-
-    fn next_f32(&mut self) -> f32 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
     }
 
     /// Draws one class index from `logits` (no allocation after the first call).
@@ -67,7 +61,7 @@ impl Sampler {
             self.probs.truncate(kept.max(1));
             total = self.probs.iter().map(|p| p.0).sum();
         }
-        let mut r = self.next_f32() * total;
+        let mut r = self.rng.next_f32() * total;
         for &(p, i) in &self.probs {
             r -= p;
             if r <= 0.0 {

@@ -19,6 +19,7 @@ use tch::{Device, Tensor};
 
 use super::{cache, Dataset, Split};
 use crate::audio::mulaw;
+use crate::rng::{splitmix64, SplitMix};
 use crate::{Error, Result};
 
 /// What fills a row when the drawn file is shorter than the crop length `L`.
@@ -103,26 +104,6 @@ struct Cropper {
     short_files: ShortFiles,
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix(self.0)
-    }
-    /// Uniform in `[0, n)`, `n > 0`.
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 impl Cropper {
     fn new(dataset: &Dataset, opts: &LoaderOptions) -> Result<Cropper> {
         let files: Vec<(PathBuf, u64)> = dataset
@@ -156,7 +137,7 @@ impl Cropper {
     }
 
     /// A file drawn with probability proportional to its length.
-    fn pick(&self, rng: &mut Rng) -> usize {
+    fn pick(&self, rng: &mut SplitMix) -> usize {
         let total = *self.cum.last().unwrap_or(&1);
         let u = rng.below(total);
         self.cum
@@ -164,7 +145,7 @@ impl Cropper {
             .min(self.files.len() - 1)
     }
 
-    fn crop(&self, rng: &mut Rng, out: &mut [f32], bytes: &mut Vec<u8>) -> Result<()> {
+    fn crop(&self, rng: &mut SplitMix, out: &mut [f32], bytes: &mut Vec<u8>) -> Result<()> {
         let len = self.len;
         let (path, n) = &self.files[self.pick(rng)];
         if *n >= len as u64 {
@@ -195,11 +176,11 @@ impl Cropper {
         audio: &mut [f32],
         bytes: &mut Vec<u8>,
     ) -> Result<Vec<i64>> {
-        let salt = splitmix(opts.seed ^ splitmix(opts.split as u64 + 1));
-        let base = splitmix(salt ^ splitmix(index));
+        let salt = splitmix64(opts.seed ^ splitmix64(opts.split as u64 + 1));
+        let base = splitmix64(salt ^ splitmix64(index));
         let mut tokens = vec![0i64; opts.batch * opts.len];
         for (row, chunk) in tokens.chunks_exact_mut(opts.len).enumerate() {
-            let mut rng = Rng(splitmix(base.wrapping_add(row as u64)));
+            let mut rng = SplitMix(splitmix64(base.wrapping_add(row as u64)));
             self.crop(&mut rng, audio, bytes)?;
             mulaw::encode_into(audio, chunk);
         }

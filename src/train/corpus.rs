@@ -13,6 +13,7 @@ use tch::Tensor;
 
 use super::Batches;
 use crate::model::START_TOKEN;
+use crate::rng::splitmix64;
 use crate::{Error, Result};
 
 /// One file's tokens.
@@ -50,13 +51,6 @@ struct PackHeader {
 }
 
 const MAGIC: &str = "WMTOK1";
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 impl TokenCorpus {
     pub fn new(
@@ -172,7 +166,7 @@ impl TokenCorpus {
     /// A crop of `len` tokens from `files`, chosen by `key`: files are picked in proportion to their
     /// length; a file shorter than `len` is right-padded with silence (mu-law 128).
     fn crop(files: &[TokenFile], total: usize, key: u64, len: usize, out: &mut Vec<i64>) {
-        let r = splitmix(key);
+        let r = splitmix64(key);
         let mut pos = (r % total.max(1) as u64) as usize;
         let file = files
             .iter()
@@ -187,7 +181,7 @@ impl TokenCorpus {
             .unwrap_or(&files[0]);
         let n = file.tokens.len();
         let start = if n > len {
-            (splitmix(r) % (n - len + 1) as u64) as usize
+            (splitmix64(r) % (n - len + 1) as u64) as usize
         } else {
             0
         };
@@ -208,7 +202,7 @@ impl Batches for TokenCorpus {
         let total = self.samples().0;
         let mut out = Vec::with_capacity((batch * len) as usize);
         for b in 0..batch as u64 {
-            let key = self.seed ^ splitmix(index.wrapping_mul(1 << 20).wrapping_add(b));
+            let key = self.seed ^ splitmix64(index.wrapping_mul(1 << 20).wrapping_add(b));
             Self::crop(&self.train, total, key, len as usize, &mut out);
         }
         Ok(Tensor::from_slice(&out).view([batch, len]))
@@ -226,7 +220,7 @@ impl Batches for TokenCorpus {
             Self::crop(
                 &self.valid,
                 total,
-                0xA11D ^ splitmix(i),
+                0xA11D ^ splitmix64(i),
                 len as usize,
                 &mut all,
             );
