@@ -5,12 +5,13 @@
 //! tokens of all files. Long files are processed in chunks with the recurrent state carried across
 //! chunk boundaries (`prefill`), which is exactly the same computation as one pass.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use tch::{Kind, Reduction, Tensor};
 
 use crate::audio;
+use crate::data::{is_audio_name, Dataset, DatasetOptions};
 use crate::model::{WaveMamba, START_TOKEN};
 use crate::{Error, Result};
 
@@ -74,75 +75,52 @@ pub fn sequence_bits(model: &WaveMamba, tokens: &[u8], chunk: usize) -> Result<(
     Ok((total, tokens.len()))
 }
 
-/// Audio files under `path` (recursively) or `path` itself.
+/// Evaluates `model` on the audio at `path`: one audio file, or a directory / manifest opened as
+/// a dataset (every split; decoded and resampled once into the dataset cache).
 ///
 /// # Errors
-/// [`Error::Io`] when `path` does not exist.
-pub fn audio_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if !path.exists() {
-        return Err(Error::Io {
-            path: path.to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        });
-    }
-    if path.is_file() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| ["wav", "flac", "ogg"].contains(&x.to_ascii_lowercase().as_str()))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Evaluates `model` on the audio at `path`.
-///
-/// # Errors
-/// No readable audio at all, kernel errors.
+/// No readable audio at all, dataset/cache errors, kernel errors.
 pub fn eval_lm(model: &WaveMamba, path: &Path) -> Result<EvalReport> {
     let rate = model.audio.sample_rate;
     let (mut bits, mut samples) = (0.0, 0usize);
     let (mut per_file, mut skipped) = (Vec::new(), Vec::new());
-    for file in audio_files(path)? {
-        let tokens = match audio::read_audio(&file).and_then(|a| {
-            let x = audio::resample(&a.samples, a.sample_rate, rate)?;
-            Ok(audio::mulaw::encode_slice(&x))
-        }) {
-            Ok(t) if !t.is_empty() => t,
-            Ok(_) => {
-                skipped.push(format!("{}: no samples", file.display()));
-                continue;
-            }
-            Err(e) => {
-                skipped.push(e.to_string());
-                continue;
-            }
-        };
-        let (b, n) = sequence_bits(model, &tokens, CHUNK)?;
+    let mut score = |name: String, wave: Vec<f32>| -> Result<()> {
+        if wave.is_empty() {
+            skipped.push(format!("{name}: no samples"));
+            return Ok(());
+        }
+        let (b, n) = sequence_bits(model, &audio::mulaw::encode_slice(&wave), CHUNK)?;
         per_file.push(FileNll {
-            path: file.display().to_string(),
+            path: name,
             samples: n,
             nll_bits_per_sample: b / n as f64,
         });
         bits += b;
         samples += n;
+        Ok(())
+    };
+    if path.is_file() && is_audio_name(path) {
+        let a = audio::read_audio(path)?;
+        score(
+            path.display().to_string(),
+            audio::resample(&a.samples, a.sample_rate, rate)?,
+        )?;
+    } else {
+        let opts = DatasetOptions {
+            sample_rate: rate,
+            progress: true,
+            warn: false,
+            ..DatasetOptions::default()
+        };
+        let ds = Dataset::open(path, &opts)?;
+        for f in ds.all_files() {
+            score(f.path.display().to_string(), ds.read(f)?)?;
+        }
+        skipped.extend(
+            ds.skipped()
+                .iter()
+                .map(|s| format!("{}: {}", s.path.display(), s.reason)),
+        );
     }
     if samples == 0 {
         return Err(Error::Dataset {

@@ -1,21 +1,8 @@
 //! The `wavemamba` binary end to end: info, bench scan, errors and pending subcommands.
 
-use std::process::{Command, Output};
+mod common;
 
-/// The binary under test: cargo's, or `$WAVEMAMBA_BIN` where the test executable was carried to
-/// another machine (scripts/gpu-run.sh).
-fn wavemamba(args: &[&str]) -> Output {
-    let bin = std::env::var("WAVEMAMBA_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wavemamba").to_owned());
-    Command::new(bin)
-        .args(args)
-        .output()
-        .expect("run wavemamba")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
+use common::{text, wavemamba};
 
 #[test]
 fn info_reports_versions_kernels_and_threads() {

@@ -2,25 +2,15 @@
 //! WAV files: determinism, output format, clear errors that leave no partial files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use tch::Device;
+
+mod common;
+
+use common::{text, wavemamba};
 use wavemamba::audio::{read_audio, write_wav, WavFormat};
 use wavemamba::config::{AudioConfig, MambaConfig};
 use wavemamba::model::{checkpoint, WaveMamba};
-
-fn wavemamba(args: &[&str]) -> Output {
-    let bin = std::env::var("WAVEMAMBA_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wavemamba").to_owned());
-    Command::new(bin)
-        .args(args)
-        .output()
-        .expect("run wavemamba")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn setup(name: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("wavemamba-gen-{}-{name}", std::process::id()));

@@ -7,13 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tch::Device;
+
+mod common;
 use wavemamba::model::checkpoint;
 use wavemamba::train::corpus::{TokenCorpus, TokenFile};
 use wavemamba::train::run_dir::RunDir;
-
-fn bin() -> String {
-    std::env::var("WAVEMAMBA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wavemamba").to_owned())
-}
 
 fn pack(path: &Path) {
     let file = |i: u32| TokenFile {
@@ -28,7 +26,7 @@ fn pack(path: &Path) {
 }
 
 fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(bin());
+    let mut c = Command::new(common::wavemamba_bin());
     c.args([
         "train",
         "--data",

@@ -19,7 +19,7 @@ pub struct Args {
     /// Model directory (default: the bundled model)
     #[arg(long)]
     model: Option<PathBuf>,
-    /// An audio file or a directory of audio files (searched recursively)
+    /// An audio file, a directory of audio files (searched recursively) or a manifest
     #[arg(long)]
     data: PathBuf,
     /// cpu, cuda or cuda:N

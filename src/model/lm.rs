@@ -119,18 +119,7 @@ impl WaveMamba {
     /// # Errors
     /// Out-of-range tokens, batch mismatch, kernel errors.
     pub fn prefill(&self, tokens: &Tensor, state: &mut State) -> Result<Tensor> {
-        self.check_tokens(tokens)?;
-        if state.batch() != tokens.size()[0] {
-            return Err(Error::InvalidArgument {
-                name: "state",
-                reason: format!(
-                    "state is for batch {} but tokens have batch {}",
-                    state.batch(),
-                    tokens.size()[0]
-                ),
-            });
-        }
-        Ok(self.head(&self.hidden(tokens, Some(state))?))
+        Ok(self.head(&self.hidden_from(tokens, state)?))
     }
 
     /// [`WaveMamba::prefill`] that applies the head to the last position only: what generation
@@ -142,6 +131,12 @@ impl WaveMamba {
     /// # Errors
     /// As [`WaveMamba::prefill`].
     pub fn prefill_last(&self, tokens: &Tensor, state: &mut State) -> Result<Tensor> {
+        let h = self.hidden_from(tokens, state)?; // (B, L, d_model)
+        Ok(self.head(&h.select(1, h.size()[1] - 1)))
+    }
+
+    /// Checked [`WaveMamba::hidden`] continuing from `state` (batch sizes must agree).
+    fn hidden_from(&self, tokens: &Tensor, state: &mut State) -> Result<Tensor> {
         self.check_tokens(tokens)?;
         if state.batch() != tokens.size()[0] {
             return Err(Error::InvalidArgument {
@@ -153,8 +148,7 @@ impl WaveMamba {
                 ),
             });
         }
-        let h = self.hidden(tokens, Some(state))?; // (B, L, d_model)
-        Ok(self.head(&h.select(1, h.size()[1] - 1)))
+        self.hidden(tokens, Some(state))
     }
 
     /// One sample per sequence: logits for the next sample.

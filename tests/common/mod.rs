@@ -54,3 +54,22 @@ pub fn within<T: Send + 'static>(
         Err(_) => panic!("{what}: panicked"),
     }
 }
+
+/// The `wavemamba` binary under test: cargo's, or `$WAVEMAMBA_BIN` where the test executable was
+/// carried to another machine (scripts/gpu-run.sh).
+pub fn wavemamba_bin() -> String {
+    std::env::var("WAVEMAMBA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wavemamba").to_owned())
+}
+
+/// Runs `wavemamba ARGS…` to completion.
+pub fn wavemamba(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(wavemamba_bin())
+        .args(args)
+        .output()
+        .expect("run wavemamba")
+}
+
+/// Lossy UTF-8 of a command's output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
