@@ -2,6 +2,7 @@
 //! struct and a `run` that calls the library. No model or audio logic lives here.
 
 mod bench;
+mod denoise;
 mod eval;
 mod generate;
 mod info;
@@ -25,7 +26,7 @@ enum Command {
     /// Continue a WAV prompt (or generate unconditionally) and write a WAV file
     Generate(generate::Args),
     /// Denoise a WAV file with a trained denoiser
-    Denoise(Pending),
+    Denoise(denoise::Args),
     /// Run on a microphone in real time: denoise or continue what it hears
     Live(Pending),
     /// Evaluate a model: NLL in bits per sample, or denoising quality
@@ -48,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args),
-        Command::Denoise(_) => not_implemented("denoise"),
+        Command::Denoise(args) => denoise::run(args),
         Command::Live(_) => not_implemented("live"),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
