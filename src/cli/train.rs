@@ -52,6 +52,10 @@ pub struct Args {
     /// Continue the newest complete checkpoint in --out
     #[arg(long)]
     resume: bool,
+    /// Start from the weights of this model directory (fine-tune; e.g. a shipped model or one
+    /// exported from PyTorch) with a fresh optimizer and schedule
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -155,6 +159,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         out: a.out.clone(),
         resume: a.resume,
+        init: a.init,
         sample_rate: a.sample_rate,
         save_pack: a.save_pack,
         strict: a.strict,

@@ -28,6 +28,9 @@ pub struct TrainJob {
     pub pooling: Vec<i64>,
     pub out: PathBuf,
     pub resume: bool,
+    /// Start from this model directory's weights (fine-tuning) instead of a random init; its
+    /// config.json and wavemamba.json are kept, `config`/`architecture` are ignored.
+    pub init: Option<PathBuf>,
     pub sample_rate: u32,
     /// Also write the decoded corpus as a token pack here (to train elsewhere without decoding).
     pub save_pack: Option<PathBuf>,
@@ -132,16 +135,40 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
             });
         }
         tch::manual_seed(job.options.seed as i64);
-        let audio = AudioConfig {
-            sample_rate: job.sample_rate,
-            task: job.task,
-            architecture: job.architecture.clone(),
-            pooling: job.pooling.clone(),
-            ..AudioConfig::default()
-        };
-        let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
-        eprintln!("model: {} parameters", model.num_parameters());
-        Start::Fresh(model)
+        if let Some(dir) = &job.init {
+            let model = crate::model::checkpoint::load(dir, job.options.device)?;
+            if model.audio.task != job.task || model.audio.sample_rate != job.sample_rate {
+                return Err(Error::InvalidArgument {
+                    name: "init",
+                    reason: format!(
+                        "{} is a {:?} model at {} Hz; this run trains {:?} at {} Hz",
+                        dir.display(),
+                        model.audio.task,
+                        model.audio.sample_rate,
+                        job.task,
+                        job.sample_rate
+                    )
+                    .to_lowercase(),
+                });
+            }
+            eprintln!(
+                "model: {} parameters from {}",
+                model.num_parameters(),
+                dir.display()
+            );
+            Start::Fresh(model)
+        } else {
+            let audio = AudioConfig {
+                sample_rate: job.sample_rate,
+                task: job.task,
+                architecture: job.architecture.clone(),
+                pooling: job.pooling.clone(),
+                ..AudioConfig::default()
+            };
+            let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
+            eprintln!("model: {} parameters", model.num_parameters());
+            Start::Fresh(model)
+        }
     };
     let rate = corpus.sample_rate;
     let (summary, metric) = match noise {
@@ -198,6 +225,7 @@ fn record_provenance(
     audio.provenance = json!({
         "data": job.data.display().to_string(),
         "noise": job.noise.as_ref().map(|n| n.display().to_string()),
+        "init": job.init.as_ref().map(|n| n.display().to_string()),
         "train_hours": train_samples as f64 / rate as f64 / 3600.0,
         "steps": s.steps,
         "batch": job.options.batch,
@@ -210,6 +238,13 @@ fn record_provenance(
     .as_object()
     .cloned()
     .unwrap_or_default();
+    if let Some(dir) = &job.init {
+        // Fine-tuned: keep where the starting weights came from.
+        let base = AudioConfig::load(&dir.join(crate::model::checkpoint::AUDIO_FILE))?;
+        audio
+            .provenance
+            .insert("init_provenance".into(), json!(base.provenance));
+    }
     if let Some(v) = s.best_valid {
         let key = match job.task {
             Task::Lm => "valid_nll_bits_per_sample",
