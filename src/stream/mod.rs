@@ -30,6 +30,8 @@ mod avx512;
 mod buf;
 mod engine;
 mod kernels;
+mod stage;
+mod unet;
 mod weights;
 
 pub use engine::StepEngine;
