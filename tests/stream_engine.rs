@@ -437,3 +437,34 @@ fn plain_and_unet_states_do_not_mix() {
     let err = e.load_state(&st).unwrap_err().to_string();
     assert!(err.contains("c < pool 4"), "{err}");
 }
+
+#[test]
+fn generate_runs_the_unet_on_the_engine_as_the_tch_step_would() {
+    use wavemamba::generate::{generate_tokens, run_sampling, GenerateOptions, TchStepper};
+    let m = random_unet(MambaConfig::preset("tiny").unwrap(), &[4, 4], 1, 25);
+    let prompt: Vec<u8> = Vec::<i64>::try_from(tokens(1, 301, 256).reshape([-1]))
+        .unwrap()
+        .into_iter()
+        .map(|t| t as u8)
+        .collect();
+    let opts = GenerateOptions {
+        samples: 300,
+        num: 2,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 9,
+        progress: false,
+    };
+    let got = generate_tokens(&m, &prompt, &opts).unwrap();
+    assert_eq!(got.path, "engine");
+    // The same continuation through the tch step: prefill [START] + prompt[..300], step from
+    // the last prompt sample.
+    let mut input = vec![wavemamba::model::START_TOKEN];
+    input.extend(prompt[..300].iter().map(|&t| t as i64));
+    let mut state = m.zero_state(1);
+    let x = Tensor::from_slice(&input).unsqueeze(0);
+    let _ = tch::no_grad(|| m.prefill_last(&x, &mut state)).unwrap();
+    let mut stepper = TchStepper::new(&m, state.repeat_batch(2));
+    let (reference, _) = run_sampling(&mut stepper, prompt[300], &opts, 16_000).unwrap();
+    assert_eq!(got.tokens, reference);
+}

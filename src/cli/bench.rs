@@ -33,6 +33,7 @@ enum What {
     /// the tch step (one thread by default), and their ratio.
     ///
     /// Example: wavemamba bench step --preset small --streams 1 --seconds 2
+    /// (a U-Net: --preset small --pooling 4,4; or --model DIR of either architecture)
     Step(StepArgs),
 }
 
@@ -60,6 +61,9 @@ struct StepArgs {
     /// Seed of the random weights and input samples
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --preset: a U-Net with these pooling factors, e.g. 4,4 (default: the plain model)
+    #[arg(long, value_delimiter = ',', conflicts_with = "model")]
+    pooling: Vec<i64>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -202,6 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 seconds: a.seconds,
                 isa: a.isa.as_deref().map(str::parse).transpose()?,
                 seed: a.seed,
+                pooling: a.pooling,
             };
             let report = wavemamba::bench::step::run(&cfg).context("step benchmark failed")?;
             if a.json {
