@@ -130,6 +130,8 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         let audio = AudioConfig {
             sample_rate: job.sample_rate,
             task: job.task,
+            architecture: job.architecture.clone(),
+            pooling: job.pooling.clone(),
             ..AudioConfig::default()
         };
         let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
