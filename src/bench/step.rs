@@ -103,8 +103,11 @@ fn time_steps(budget_s: f64, mut f: impl FnMut(usize) -> Result<()>) -> Result<(
     Ok((per_step[per_step.len() / 2], per_step.len() * chunk))
 }
 
-/// Loads or builds the model on the CPU.
-fn model(b: &StepBench) -> Result<(WaveMamba, String)> {
+/// Loads or builds the model on the CPU; returns it with a name for reports.
+///
+/// # Errors
+/// A model directory that cannot be loaded, an unknown preset, `pooling` with a directory.
+pub fn load_model(b: &StepBench) -> Result<(WaveMamba, String)> {
     match &b.model {
         StepModel::Dir(_) if !b.pooling.is_empty() => Err(Error::InvalidArgument {
             name: "pooling",
@@ -147,7 +150,7 @@ pub fn run(b: &StepBench) -> Result<StepReport> {
             reason: format!("must be > 0, got {}", b.seconds),
         });
     }
-    let (m, name) = model(b)?;
+    let (m, name) = load_model(b)?;
     let s = b.streams;
     let isa = b.isa.unwrap_or_else(Isa::detect);
     let mut engine = StepEngine::with_isa(&m, s, isa)?;
