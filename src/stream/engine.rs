@@ -99,7 +99,8 @@ impl StepEngine {
         self.w.dims.vocab
     }
 
-    /// The model sizes the engine runs (with its padded widths).
+    /// The model sizes the engine runs (with its padded widths): for a U-Net those of the outer
+    /// stage, with `n_layer` counting the blocks of every stage.
     pub fn dims(&self) -> Dims {
         self.w.dims
     }
