@@ -190,7 +190,7 @@ impl Mixer {
 /// `w @ x` per batch entry through `bmm`, which hands the strided operands to BLAS as they are.
 /// (`matmul` of a 2-D weight that requires grad — every parameter, even under `no_grad` — by a
 /// 3-D tensor folds the batch and then copies the transposed product back: 3× slower for
-/// `in_proj` and 10× for `dt_proj` at L = 64000, measured with `examples`-style timing.)
+/// `in_proj` and 10× for `dt_proj` at L = 64000, d_model 64, one thread.)
 ///
 /// # Shapes
 /// `w`: (m, k), `x`: (B, k, n) any strides → (B, m, n) contiguous.
