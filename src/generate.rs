@@ -124,11 +124,12 @@ pub fn generate_tokens(
     }
     let state = state.repeat_batch(n);
     let prefill_s = started.elapsed().as_secs_f64();
-    // On the CPU the fused engine steps (no libtorch call per sample); elsewhere, or for an
-    // architecture the engine does not run, the batched tch step.
-    let engine = (model.device() == Device::Cpu)
-        .then(|| StepEngine::new(model, opts.num))
-        .and_then(|e| e.ok());
+    // On the CPU the fused engine steps (plain model and U-Net; no libtorch call per sample);
+    // on other devices the batched tch step.
+    let engine = match model.device() {
+        Device::Cpu => Some(StepEngine::new(model, opts.num)?),
+        _ => None,
+    };
     let (generated, path) = match engine {
         Some(mut e) => {
             e.load_state(&state)?;

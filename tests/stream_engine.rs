@@ -1,6 +1,7 @@
 //! The fused CPU step engine (`wavemamba::stream`) against the tch recurrent step
 //! (`WaveMamba::step`): equal logits over 2000 samples with several streams, from a zero state
-//! and from a prefill state, with the SIMD and the scalar kernels; state round trips; errors.
+//! and from a prefill state, with the SIMD and the scalar kernels, for the plain model and the
+//! U-Net (also from a prefill that ends inside a pooling group); state round trips; errors.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -45,8 +46,23 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 /// A model of `config` whose every weight is perturbed away from the (structured) init.
 fn random_model(config: MambaConfig, seed: i64) -> WaveMamba {
+    random_with(config, AudioConfig::default(), seed)
+}
+
+/// A U-Net of `config` with `pooling` and `blocks` per stage, weights perturbed.
+fn random_unet(config: MambaConfig, pooling: &[i64], blocks: i64, seed: i64) -> WaveMamba {
+    let audio = AudioConfig {
+        architecture: Architecture::Unet,
+        pooling: pooling.to_vec(),
+        blocks_per_stage: blocks,
+        ..AudioConfig::default()
+    };
+    random_with(config, audio, seed)
+}
+
+fn random_with(config: MambaConfig, audio: AudioConfig, seed: i64) -> WaveMamba {
     tch::manual_seed(seed);
-    let m = WaveMamba::new(config, AudioConfig::default(), Device::Cpu).unwrap();
+    let m = WaveMamba::new(config, audio, Device::Cpu).unwrap();
     tch::no_grad(|| {
         for (_, mut v) in m.vs.variables() {
             let noise = Tensor::randn_like(&v) * 0.1;
@@ -263,15 +279,19 @@ fn step_does_not_allocate() {
         before + 1,
         "the counter counts"
     );
-    let m = random_model(MambaConfig::preset("small").unwrap(), 8);
-    for isa in isas() {
+    let plain = random_model(MambaConfig::preset("small").unwrap(), 8);
+    let unet = random_unet(MambaConfig::preset("tiny").unwrap(), &[4, 4], 1, 8);
+    for (m, isa) in [&plain, &unet]
+        .into_iter()
+        .flat_map(|m| isas().into_iter().map(move |i| (m, i)))
+    {
         for streams in [1, 5] {
-            let mut e = StepEngine::with_isa(&m, streams, isa).unwrap();
+            let mut e = StepEngine::with_isa(m, streams, isa).unwrap();
             let toks: Vec<u8> = (0..streams as u8).collect();
             e.step(&toks).unwrap();
             let before = ALLOCATIONS.with(Cell::get);
             for _ in 0..100 {
-                e.step(&toks).unwrap();
+                e.step(&toks).unwrap(); // 100 steps: every U-Net stage runs
             }
             let allocations = ALLOCATIONS.with(Cell::get) - before;
             assert_eq!(
@@ -311,14 +331,140 @@ fn bad_inputs_give_clear_errors() {
 }
 
 #[test]
-fn unet_is_refused_with_a_clear_error() {
-    let audio = AudioConfig {
-        architecture: Architecture::Unet,
-        ..AudioConfig::default()
+fn unet_engine_equals_tch_step_from_zero_state_over_2000_samples() {
+    let m = random_unet(MambaConfig::preset("tiny").unwrap(), &[4, 4], 2, 21);
+    let x = tokens(3, 2000, 256);
+    let reference = run_tch(&m, &x, &mut m.zero_state(3));
+    for isa in isas() {
+        let mut e = StepEngine::with_isa(&m, 3, isa).unwrap();
+        assert_eq!(e.pooling(), vec![4, 4]);
+        let err = rel_err(&run_engine(&mut e, &x), &reference);
+        eprintln!("U-Net [4, 4] {isa}: engine vs tch step over 2000 samples: rel err {err:.2e}");
+        assert!(
+            err <= 1e-5,
+            "U-Net {isa}: engine vs tch step: rel err {err:.2e}"
+        );
+    }
+}
+
+#[test]
+fn unet_engine_equals_tch_step_after_prefill_inside_a_group() {
+    // [4, 4] with the 2000 samples after a 301-sample prefill (mid-group at both levels), and
+    // uneven levels at widths that are not multiples of 8 (padded pool layouts).
+    for (name, config, pooling, blocks, prompt_len, len) in [
+        (
+            "tiny [4, 4]",
+            MambaConfig::preset("tiny").unwrap(),
+            vec![4, 4],
+            2,
+            301,
+            2000,
+        ),
+        ("odd [2, 3, 2]", odd_config(), vec![2, 3, 2], 1, 45, 500),
+    ] {
+        let m = random_unet(config, &pooling, blocks, 22);
+        let vocab = m.config.vocab_size;
+        let x = tokens(2, prompt_len + len, vocab);
+        let (prompt, rest) = (x.narrow(1, 0, prompt_len), x.narrow(1, prompt_len, len));
+        let mut state = m.zero_state(2);
+        let _ = tch::no_grad(|| m.prefill(&prompt, &mut state)).unwrap();
+        assert!(
+            state.pools.iter().all(|p| p.filled() > 0),
+            "{name}: mid-group"
+        );
+        let engine_start = state.copy();
+        let reference = run_tch(&m, &rest, &mut state);
+        for isa in isas() {
+            let mut e = StepEngine::with_isa(&m, 2, isa).unwrap();
+            e.step(&[1u8, 2]).unwrap(); // some history that load_state must replace
+            e.load_state(&engine_start).unwrap();
+            let err = rel_err(&run_engine(&mut e, &rest), &reference);
+            eprintln!("{name} {isa}: prefill + engine vs tch: rel err {err:.2e}");
+            assert!(
+                err <= 1e-5,
+                "{name} {isa}: prefill + engine vs tch: rel err {err:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unet_state_round_trips_through_tch() {
+    let m = random_unet(odd_config(), &[2, 3], 1, 23);
+    let x = tokens(2, 150, 250);
+    let mut tch_state = m.zero_state(2);
+    run_tch(&m, &x.narrow(1, 0, 101), &mut tch_state); // 101 = mid-group at both levels
+    for isa in isas() {
+        let mut e = StepEngine::with_isa(&m, 2, isa).unwrap();
+        run_engine(&mut e, &x.narrow(1, 0, 101));
+        let mine = e.state().unwrap();
+        assert_eq!(mine.pools.len(), tch_state.pools.len());
+        let pairs = mine
+            .layers
+            .iter()
+            .flat_map(|l| [&l.conv, &l.ssm])
+            .zip(tch_state.layers.iter().flat_map(|l| [&l.conv, &l.ssm]));
+        let pools = mine
+            .pools
+            .iter()
+            .flat_map(|p| [&p.buffer, &p.pending])
+            .zip(tch_state.pools.iter().flat_map(|p| [&p.buffer, &p.pending]));
+        for (a, b) in pairs.chain(pools) {
+            assert_eq!(a.size(), b.size());
+            let e = ((a - b).norm() / b.norm()).double_value(&[]);
+            assert!(e <= 1e-5, "{isa}: state rel err {e:.2e}");
+        }
+        let mut other = StepEngine::with_isa(&m, 2, isa).unwrap();
+        other.load_state(&mine).unwrap();
+        let rest = x.narrow(1, 101, 49);
+        assert_eq!(run_engine(&mut other, &rest), run_engine(&mut e, &rest));
+    }
+}
+
+#[test]
+fn plain_and_unet_states_do_not_mix() {
+    let unet = random_unet(MambaConfig::preset("tiny").unwrap(), &[4, 4], 1, 24);
+    let plain = random_model(MambaConfig::preset("tiny").unwrap(), 24);
+    let mut e = StepEngine::new(&unet, 1).unwrap();
+    let err = e.load_state(&plain.zero_state(1)).unwrap_err().to_string();
+    assert!(err.contains("pooling levels"), "{err}");
+    let mut p = StepEngine::new(&plain, 1).unwrap();
+    let err = p.load_state(&unet.zero_state(1)).unwrap_err().to_string();
+    assert!(err.contains("pooling levels"), "{err}");
+    // a pool buffer as long as the group is refused
+    let mut st = unet.zero_state(1);
+    st.pools[0].buffer = Tensor::zeros([1, 4, 16], (Kind::Float, Device::Cpu));
+    let err = e.load_state(&st).unwrap_err().to_string();
+    assert!(err.contains("c < pool 4"), "{err}");
+}
+
+#[test]
+fn generate_runs_the_unet_on_the_engine_as_the_tch_step_would() {
+    use wavemamba::generate::{generate_tokens, run_sampling, GenerateOptions, TchStepper};
+    let m = random_unet(MambaConfig::preset("tiny").unwrap(), &[4, 4], 1, 25);
+    let prompt: Vec<u8> = Vec::<i64>::try_from(tokens(1, 301, 256).reshape([-1]))
+        .unwrap()
+        .into_iter()
+        .map(|t| t as u8)
+        .collect();
+    let opts = GenerateOptions {
+        samples: 300,
+        num: 2,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 9,
+        progress: false,
     };
-    let Ok(m) = WaveMamba::new(MambaConfig::preset("tiny").unwrap(), audio, Device::Cpu) else {
-        return; // this build has no U-Net yet
-    };
-    let err = StepEngine::new(&m, 1).unwrap_err().to_string();
-    assert!(err.contains("plain"), "{err}");
+    let got = generate_tokens(&m, &prompt, &opts).unwrap();
+    assert_eq!(got.path, "engine");
+    // The same continuation through the tch step: prefill [START] + prompt[..300], step from
+    // the last prompt sample.
+    let mut input = vec![wavemamba::model::START_TOKEN];
+    input.extend(prompt[..300].iter().map(|&t| t as i64));
+    let mut state = m.zero_state(1);
+    let x = Tensor::from_slice(&input).unsqueeze(0);
+    let _ = tch::no_grad(|| m.prefill_last(&x, &mut state)).unwrap();
+    let mut stepper = TchStepper::new(&m, state.repeat_batch(2));
+    let (reference, _) = run_sampling(&mut stepper, prompt[300], &opts, 16_000).unwrap();
+    assert_eq!(got.tokens, reference);
 }

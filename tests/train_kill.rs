@@ -107,3 +107,54 @@ fn kill_dash_nine_never_corrupts_a_checkpoint() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn train_arch_unet_trains_and_saves_a_unet() {
+    let dir = std::env::temp_dir().join(format!("wavemamba-unet-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data.wmtok");
+    pack(&data);
+    let run = dir.join("run");
+    let out = Command::new(common::wavemamba_bin())
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--config",
+            "tiny",
+        ])
+        .args([
+            "--arch",
+            "unet",
+            "--pooling",
+            "2,4",
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .args([
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--len",
+            "512",
+            "--valid-every",
+            "1",
+        ])
+        .args(["--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let best = checkpoint::load(&RunDir::create(&run).unwrap().best_dir(), Device::Cpu).unwrap();
+    assert_eq!(
+        best.audio.architecture,
+        wavemamba::config::Architecture::Unet
+    );
+    assert_eq!(best.audio.pooling, vec![2, 4]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! Benchmarks behind `wavemamba bench …`: timing helpers shared by every benchmark.
 
 pub mod loader;
+pub mod prefill;
 pub mod scan;
 pub mod step;
 pub mod train;

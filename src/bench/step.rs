@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use crate::config::{AudioConfig, MambaConfig};
+use crate::config::{Architecture, AudioConfig, MambaConfig};
 use crate::model::{checkpoint, WaveMamba};
 use crate::stream::{Isa, StepEngine};
 use crate::{Error, Result};
@@ -18,7 +18,8 @@ use crate::{Error, Result};
 pub enum StepModel {
     /// A model directory (`config.json`, `model.safetensors`, …).
     Dir(PathBuf),
-    /// Random weights of a size preset (`MambaConfig::preset`), 16 kHz.
+    /// Random weights of a size preset (`MambaConfig::preset`), 16 kHz (a U-Net when
+    /// [`StepBench::pooling`] is not empty).
     Preset(String),
 }
 
@@ -34,12 +35,19 @@ pub struct StepBench {
     pub isa: Option<Isa>,
     /// Seed of the random weights (presets) and of the input samples.
     pub seed: u64,
+    /// Presets only: pooling factors of a U-Net (`n_layer` blocks spread over the stages);
+    /// empty = the plain model.
+    pub pooling: Vec<i64>,
 }
 
 /// What one run measured. "Per sample" = one step: every stream advances by one sample.
 #[derive(Debug, Serialize)]
 pub struct StepReport {
     pub model: String,
+    /// `plain` or `unet`.
+    pub architecture: String,
+    /// U-Net pooling factors (empty for the plain model).
+    pub pooling: Vec<i64>,
     pub d_model: i64,
     pub n_layer: i64,
     pub d_state: i64,
@@ -95,20 +103,31 @@ fn time_steps(budget_s: f64, mut f: impl FnMut(usize) -> Result<()>) -> Result<(
     Ok((per_step[per_step.len() / 2], per_step.len() * chunk))
 }
 
-/// Loads or builds the model on the CPU.
-fn model(b: &StepBench) -> Result<(WaveMamba, String)> {
+/// Loads or builds the model on the CPU; returns it with a name for reports.
+///
+/// # Errors
+/// A model directory that cannot be loaded, an unknown preset, `pooling` with a directory.
+pub fn load_model(b: &StepBench) -> Result<(WaveMamba, String)> {
     match &b.model {
+        StepModel::Dir(_) if !b.pooling.is_empty() => Err(Error::InvalidArgument {
+            name: "pooling",
+            reason: "only for a preset: a model directory states its own architecture".into(),
+        }),
         StepModel::Dir(dir) => Ok((
             checkpoint::load(dir, Device::Cpu)?,
             dir.display().to_string(),
         )),
         StepModel::Preset(name) => {
             tch::manual_seed(b.seed as i64);
-            let m = WaveMamba::new(
-                MambaConfig::preset(name)?,
-                AudioConfig::default(),
-                Device::Cpu,
-            )?;
+            let audio = match b.pooling.is_empty() {
+                true => AudioConfig::default(),
+                false => AudioConfig {
+                    architecture: Architecture::Unet,
+                    pooling: b.pooling.clone(),
+                    ..AudioConfig::default()
+                },
+            };
+            let m = WaveMamba::new(MambaConfig::preset(name)?, audio, Device::Cpu)?;
             Ok((m, format!("preset {name} (random weights)")))
         }
     }
@@ -131,7 +150,7 @@ pub fn run(b: &StepBench) -> Result<StepReport> {
             reason: format!("must be > 0, got {}", b.seconds),
         });
     }
-    let (m, name) = model(b)?;
+    let (m, name) = load_model(b)?;
     let s = b.streams;
     let isa = b.isa.unwrap_or_else(Isa::detect);
     let mut engine = StepEngine::with_isa(&m, s, isa)?;
@@ -175,6 +194,11 @@ pub fn run(b: &StepBench) -> Result<StepReport> {
     let period_us = 1e6 / m.audio.sample_rate as f64;
     Ok(StepReport {
         model: name,
+        architecture: match m.audio.architecture {
+            Architecture::Plain => "plain".into(),
+            Architecture::Unet => "unet".into(),
+        },
+        pooling: engine.pooling().iter().map(|&p| p as i64).collect(),
         d_model: m.config.d_model,
         n_layer: m.config.n_layer,
         d_state: m.config.ssm_cfg.d_state,
@@ -200,9 +224,14 @@ impl std::fmt::Display for StepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "step: {} (d_model {}, {} layers, d_state {}, {} parameters), {} stream(s) at {} Hz, \
-             libtorch threads {}",
+            "step: {} ({}{}, d_model {}, {} layers, d_state {}, {} parameters), {} stream(s) at \
+             {} Hz, libtorch threads {}",
             self.model,
+            self.architecture,
+            match self.pooling.is_empty() {
+                true => String::new(),
+                false => format!(" pooling {:?}", self.pooling),
+            },
             self.d_model,
             self.n_layer,
             self.d_state,

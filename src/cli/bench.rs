@@ -33,7 +33,42 @@ enum What {
     /// the tch step (one thread by default), and their ratio.
     ///
     /// Example: wavemamba bench step --preset small --streams 1 --seconds 2
+    /// (a U-Net: --preset small --pooling 4,4; or --model DIR of either architecture)
     Step(StepArgs),
+    /// Prefill vs generation on the CPU: seconds to prefill an N-second prompt (parallel scan,
+    /// as `generate` does) against seconds to generate N seconds with the step engine, and
+    /// their ratio (batch 1).
+    ///
+    /// Example: wavemamba bench prefill --model models/default --seconds 4 --threads 1
+    Prefill(PrefillArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PrefillArgs {
+    /// Model directory (default: random weights of --preset)
+    #[arg(long, conflicts_with = "preset")]
+    model: Option<std::path::PathBuf>,
+    /// Size preset with random weights when there is no model directory (default small)
+    #[arg(long)]
+    preset: Option<String>,
+    /// With --preset: a U-Net with these pooling factors, e.g. 4,4
+    #[arg(long, value_delimiter = ',', conflicts_with = "model")]
+    pooling: Vec<i64>,
+    /// Seconds of prompt, and seconds generated
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// libtorch threads for the prefill (the engine runs on one thread)
+    #[arg(long, default_value_t = 1)]
+    threads: i32,
+    /// Timed repetitions (medians reported)
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seed of the random weights, the prompt and the sampling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +95,9 @@ struct StepArgs {
     /// Seed of the random weights and input samples
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --preset: a U-Net with these pooling factors, e.g. 4,4 (default: the plain model)
+    #[arg(long, value_delimiter = ',', conflicts_with = "model")]
+    pooling: Vec<i64>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -202,8 +240,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 seconds: a.seconds,
                 isa: a.isa.as_deref().map(str::parse).transpose()?,
                 seed: a.seed,
+                pooling: a.pooling,
             };
             let report = wavemamba::bench::step::run(&cfg).context("step benchmark failed")?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        What::Prefill(a) => {
+            anyhow::ensure!(a.threads >= 1, "--threads must be ≥ 1, got {}", a.threads);
+            tch::set_num_threads(a.threads);
+            let cfg = wavemamba::bench::prefill::PrefillBench {
+                model: match a.model {
+                    Some(dir) => wavemamba::bench::step::StepModel::Dir(dir),
+                    None => wavemamba::bench::step::StepModel::Preset(
+                        a.preset.unwrap_or_else(|| "small".into()),
+                    ),
+                },
+                seconds: a.seconds,
+                reps: a.reps,
+                pooling: a.pooling,
+                seed: a.seed,
+            };
+            let report =
+                wavemamba::bench::prefill::run(&cfg).context("prefill benchmark failed")?;
             if a.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -1,42 +1,23 @@
 //! [`StepEngine`]: the recurrent step of every stream, over the step-ready weights, with all
 //! buffers allocated up front.
 
-use tch::{Device, Kind, Tensor};
-
 use super::buf::Buf;
 use super::kernels::{rms_norm, Kernels, Scalar};
-use super::weights::{state_index, Dims, Weights};
+use super::stage::{self, StageState};
+use super::unet::{self, export_level, fetch, fetch_level, store_level, Level};
+use super::weights::{Dims, Weights};
 use super::Isa;
-use crate::model::{LayerState, State, WaveMamba};
+use crate::model::{State, WaveMamba};
 use crate::{Error, Result};
-
-/// Activations of one step, (streams, width) each, padded widths as in [`Dims`].
-#[derive(Debug, Clone)]
-struct Scratch {
-    /// (S, dmp) the residual stream
-    resid: Buf,
-    /// (S, dmp) the last mixer's output
-    h: Buf,
-    /// (S, dmp) RMSNorm output
-    hn: Buf,
-    /// (S, 2·dip) in_proj output `[x | z]`
-    xz: Buf,
-    /// (S, dip) conv + SiLU output (the scan input u)
-    xc: Buf,
-    /// (S, xdbp) x_proj output `[dt | B | C]`
-    xdb: Buf,
-    /// (S, dip) softplus(dt_proj(dt) + bias)
-    dt: Buf,
-    /// (S, dip) gated scan output
-    y: Buf,
-    /// (S, vocab rounded up to 8) head output
-    head: Buf,
-}
 
 /// The fused CPU streaming step of a [`WaveMamba`] (the recurrent path of DESIGN.md §1) for a
 /// fixed number of streams: weights copied once into contiguous f32 buffers, then every
 /// [`step`](Self::step) advances every layer of every stream by one sample with no allocation
 /// and no libtorch call. Equals `WaveMamba::step` to f32 rounding (rel err ≤ 1e-5).
+///
+/// Runs the plain model and the U-Net ([`crate::model::unet`]): stage `s + 1` of a U-Net steps
+/// only when level `s`'s group of `p_s` samples completes, so inner stages cost a fraction of a
+/// sample each. The group position is shared by every stream.
 ///
 /// Single-threaded: one step of the `small` preset takes a few µs, too short to share across
 /// threads without a spinning worker pool; run several engines on threads to use more cores.
@@ -45,13 +26,12 @@ pub struct StepEngine {
     w: Weights,
     isa: Isa,
     streams: usize,
-    /// Ring slot of the newest conv input (shared by every layer and stream).
-    newest: usize,
-    /// (n_layer, S, d_conv, dip): ring buffers of the last d_conv conv inputs.
-    conv: Buf,
-    /// (n_layer, S, dip / 16, d_state, 16): the scan state h, 16 channels interleaved.
-    ssm: Buf,
-    scratch: Scratch,
+    /// Outermost first (one for the plain model).
+    stages: Vec<StageState>,
+    /// One per U-Net pooling level, outermost first.
+    levels: Vec<Level>,
+    /// (S, vocab rounded up to 8) head output
+    head: Buf,
     /// (S, vocab)
     logits: Buf,
 }
@@ -61,8 +41,8 @@ impl StepEngine {
     /// ([`Isa::detect`]).
     ///
     /// # Errors
-    /// [`Error::Config`] for an architecture the engine does not run (anything but the plain
-    /// model so far) or inconsistent tensor shapes; [`Error::InvalidArgument`] for 0 streams.
+    /// [`Error::Config`] for inconsistent tensor shapes; [`Error::InvalidArgument`] for 0
+    /// streams.
     pub fn new(model: &WaveMamba, streams: usize) -> Result<StepEngine> {
         Self::with_isa(model, streams, Isa::detect())
     }
@@ -86,27 +66,25 @@ impl StepEngine {
             });
         }
         let w = Weights::from_model(model)?;
-        let d = w.dims;
-        let (s, dmp, dip) = (streams, d.d_model_padded, d.d_inner_padded);
-        let scratch = Scratch {
-            resid: Buf::zeros(s * dmp),
-            h: Buf::zeros(s * dmp),
-            hn: Buf::zeros(s * dmp),
-            xz: Buf::zeros(s * 2 * dip),
-            xc: Buf::zeros(s * dip),
-            xdb: Buf::zeros(s * d.xdb_padded()),
-            dt: Buf::zeros(s * dip),
-            y: Buf::zeros(s * dip),
-            head: Buf::zeros(s * w.lm_head.rows_padded),
-        };
+        let s = streams;
+        let stages = w
+            .stages
+            .iter()
+            .map(|st| StageState::zeros(&st.dims, s))
+            .collect();
+        let levels = w
+            .pools
+            .iter()
+            .zip(&w.stages)
+            .map(|(pw, st)| Level::zeros(pw.pool, st.dims.d_model_padded, s))
+            .collect();
         Ok(StepEngine {
             isa,
             streams,
-            newest: d.d_conv - 1,
-            conv: Buf::zeros(d.n_layer * s * d.d_conv * dip),
-            ssm: Buf::zeros(d.n_layer * s * dip * d.d_state),
-            scratch,
-            logits: Buf::zeros(s * d.vocab),
+            stages,
+            levels,
+            head: Buf::zeros(s * w.lm_head.rows_padded),
+            logits: Buf::zeros(s * w.dims.vocab),
             w,
         })
     }
@@ -121,7 +99,8 @@ impl StepEngine {
         self.w.dims.vocab
     }
 
-    /// The model sizes the engine runs (with its padded widths).
+    /// The model sizes the engine runs (with its padded widths): for a U-Net those of the outer
+    /// stage, with `n_layer` counting the blocks of every stage.
     pub fn dims(&self) -> Dims {
         self.w.dims
     }
@@ -136,14 +115,28 @@ impl StepEngine {
         &self.logits
     }
 
-    /// Zeroes the state of every stream (as `WaveMamba::zero_state`).
-    pub fn reset(&mut self) {
-        self.conv.fill(0.0);
-        self.ssm.fill(0.0);
-        self.newest = self.w.dims.d_conv - 1;
+    /// The U-Net's pooling factors, outermost first (empty for the plain model).
+    pub fn pooling(&self) -> Vec<usize> {
+        self.w.pools.iter().map(|p| p.pool).collect()
     }
 
-    /// Zeroes the state of stream `stream` only.
+    /// Zeroes the state of every stream (as `WaveMamba::zero_state`).
+    pub fn reset(&mut self) {
+        for (st, sw) in self.stages.iter_mut().zip(&self.w.stages) {
+            st.conv.fill(0.0);
+            st.ssm.fill(0.0);
+            st.newest = sw.dims.d_conv - 1;
+        }
+        for lv in &mut self.levels {
+            lv.filled = 0;
+            lv.buffer.fill(0.0);
+            lv.pending.fill(0.0);
+        }
+    }
+
+    /// Zeroes the state of stream `stream` only. In a U-Net the position inside each pooling
+    /// group is shared by every stream and stays as it is: the stream restarts from zeros at
+    /// that position (the tch state with zero tensors and the same buffer lengths).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `stream ≥ streams()`.
@@ -154,90 +147,77 @@ impl StepEngine {
                 reason: format!("stream {stream} of an engine with {} streams", self.streams),
             });
         }
-        let d = self.w.dims;
-        let (conv_len, ssm_len) = (d.d_conv * d.d_inner_padded, d.d_inner_padded * d.d_state);
-        for l in 0..d.n_layer {
-            let at = l * self.streams + stream;
-            self.conv[at * conv_len..(at + 1) * conv_len].fill(0.0);
-            self.ssm[at * ssm_len..(at + 1) * ssm_len].fill(0.0);
+        for (st, sw) in self.stages.iter_mut().zip(&self.w.stages) {
+            st.reset_stream(&sw.dims, stream, self.streams);
+        }
+        for ((lv, pw), sw) in self
+            .levels
+            .iter_mut()
+            .zip(&self.w.pools)
+            .zip(&self.w.stages)
+        {
+            lv.reset_stream(stream, pw.pool * sw.dims.d_model_padded);
         }
         Ok(())
     }
 
-    /// Continues from a tch recurrent state, e.g. the one [`WaveMamba::prefill`] leaves.
+    /// Continues from a tch recurrent state, e.g. the one [`WaveMamba::prefill`] leaves (for a
+    /// U-Net at any position, also inside a pooling group).
     ///
     /// # Shapes
     /// per layer `conv`: (streams, d_inner, d_conv) oldest first, `ssm`: (streams, d_inner,
-    /// d_state); any device and float dtype.
+    /// d_state); per U-Net level `buffer`: (streams, c, H_s) with c < p_s, `pending`:
+    /// (streams, p_s, H_s); any device and float dtype.
     ///
     /// # Errors
-    /// [`Error::Shape`]/[`Error::InvalidArgument`] when the state does not fit the engine.
+    /// [`Error::Shape`]/[`Error::InvalidArgument`] when the state does not fit the engine
+    /// (which is then left unchanged).
     pub fn load_state(&mut self, state: &State) -> Result<()> {
-        let d = self.w.dims;
-        if !state.pools.is_empty() {
-            return Err(Error::InvalidArgument {
-                name: "state",
-                reason: "a U-Net state (with pooling levels) for a plain-model engine".into(),
-            });
-        }
-        if state.layers.len() != d.n_layer {
+        const OP: &str = "StepEngine::load_state";
+        let (d, s) = (self.w.dims, self.streams);
+        if state.pools.len() != self.levels.len() || state.layers.len() != d.n_layer {
             return Err(Error::InvalidArgument {
                 name: "state",
                 reason: format!(
-                    "state has {} layers, the model {}",
+                    "state has {} layers and {} pooling levels, the model {} and {}",
                     state.layers.len(),
-                    d.n_layer
+                    state.pools.len(),
+                    d.n_layer,
+                    self.levels.len()
                 ),
             });
         }
-        let (s, di, dip, n, k) = (
-            self.streams,
-            d.d_inner,
-            d.d_inner_padded,
-            d.d_state,
-            d.d_conv,
-        );
-        let fetch = |t: &Tensor, arg: &'static str, shape: [usize; 3]| -> Result<Vec<f32>> {
-            let want: Vec<i64> = shape.iter().map(|&v| v as i64).collect();
-            if t.size() != want {
-                return Err(Error::Shape {
-                    op: "StepEngine::load_state",
-                    arg,
-                    expected: format!("{want:?}"),
-                    got: t.size(),
-                });
-            }
-            let flat = tch::no_grad(|| {
-                t.to_device(Device::Cpu)
-                    .to_kind(Kind::Float)
-                    .contiguous()
-                    .reshape([-1])
-            });
-            Ok(Vec::<f32>::try_from(&flat)?)
-        };
         // Validate and copy everything before touching the engine's state.
-        let mut host = Vec::with_capacity(d.n_layer);
-        for l in &state.layers {
-            host.push((
-                fetch(&l.conv, "conv", [s, di, k])?,
-                fetch(&l.ssm, "ssm", [s, di, n])?,
-            ));
+        let mut layers = Vec::with_capacity(d.n_layer);
+        let mut at = state.layers.iter();
+        for sw in &self.w.stages {
+            let (di, n, k) = (sw.dims.d_inner, sw.dims.d_state, sw.dims.d_conv);
+            for l in at.by_ref().take(sw.dims.n_layer) {
+                let conv = fetch(&l.conv, OP, "conv", &[s, di, k])?;
+                layers.push((conv, fetch(&l.ssm, OP, "ssm", &[s, di, n])?));
+            }
+        }
+        let mut levels = Vec::with_capacity(self.levels.len());
+        for (ps, (pw, sw)) in state
+            .pools
+            .iter()
+            .zip(self.w.pools.iter().zip(&self.w.stages))
+        {
+            levels.push(fetch_level(ps, pw.pool, sw.dims.d_model, s)?);
         }
         self.reset();
-        self.newest = k - 1; // ring slot t holds tap t (oldest first)
-        for (l, (conv, ssm)) in host.iter().enumerate() {
-            for b in 0..s {
-                let ring = &mut self.conv[(l * s + b) * k * dip..][..k * dip];
-                let h = &mut self.ssm[(l * s + b) * dip * n..][..dip * n];
-                for ch in 0..di {
-                    for t in 0..k {
-                        ring[t * dip + ch] = conv[(b * di + ch) * k + t];
-                    }
-                    for j in 0..n {
-                        h[state_index(ch, j, n)] = ssm[(b * di + ch) * n + j];
-                    }
-                }
-            }
+        let mut host = layers.iter();
+        for (st, sw) in self.stages.iter_mut().zip(&self.w.stages) {
+            let mine: Vec<_> = host.by_ref().take(sw.dims.n_layer).collect();
+            st.load(&sw.dims, &mine, s);
+        }
+        for ((lv, host), (pw, sw)) in self
+            .levels
+            .iter_mut()
+            .zip(&levels)
+            .zip(self.w.pools.iter().zip(&self.w.stages))
+        {
+            store_level(lv, host, pw.pool, sw.dims.d_model, sw.dims.d_model_padded);
         }
         Ok(())
     }
@@ -247,37 +227,26 @@ impl StepEngine {
     /// # Errors
     /// [`Error::Torch`] if a tensor cannot be made.
     pub fn state(&self) -> Result<State> {
-        let d = self.w.dims;
-        let (s, di, dip, n, k) = (
-            self.streams,
-            d.d_inner,
-            d.d_inner_padded,
-            d.d_state,
-            d.d_conv,
-        );
-        let mut layers = Vec::with_capacity(d.n_layer);
-        for l in 0..d.n_layer {
-            let (mut conv, mut ssm) = (vec![0.0f32; s * di * k], vec![0.0f32; s * di * n]);
-            for b in 0..s {
-                let ring = &self.conv[(l * s + b) * k * dip..][..k * dip];
-                let h = &self.ssm[(l * s + b) * dip * n..][..dip * n];
-                for ch in 0..di {
-                    for t in 0..k {
-                        let slot = (self.newest + 1 + t) % k;
-                        conv[(b * di + ch) * k + t] = ring[slot * dip + ch];
-                    }
-                    for j in 0..n {
-                        ssm[(b * di + ch) * n + j] = h[state_index(ch, j, n)];
-                    }
-                }
-            }
-            let shape = |last: usize| [s as i64, di as i64, last as i64];
-            layers.push(LayerState {
-                conv: Tensor::f_from_slice(&conv)?.f_reshape(shape(k))?,
-                ssm: Tensor::f_from_slice(&ssm)?.f_reshape(shape(n))?,
-            });
+        let s = self.streams;
+        let mut layers = Vec::with_capacity(self.w.dims.n_layer);
+        for (st, sw) in self.stages.iter().zip(&self.w.stages) {
+            layers.extend(st.export(&sw.dims, s)?);
         }
-        Ok(State::plain(layers))
+        let mut pools = Vec::with_capacity(self.levels.len());
+        for (lv, (pw, sw)) in self
+            .levels
+            .iter()
+            .zip(self.w.pools.iter().zip(&self.w.stages))
+        {
+            pools.push(export_level(
+                lv,
+                pw.pool,
+                sw.dims.d_model,
+                sw.dims.d_model_padded,
+                s,
+            )?);
+        }
+        Ok(State { layers, pools })
     }
 
     /// Advances every stream by one sample: `tokens[s]` is stream s's current sample (a class
@@ -305,18 +274,16 @@ impl StepEngine {
                 });
             }
         }
+        let x0 = &mut self.stages[0].sc.resid;
         for (s, &t) in tokens.iter().enumerate() {
             let t = t.into() as usize;
-            self.scratch.resid[s * dmp..(s + 1) * dmp]
-                .copy_from_slice(&self.w.embedding[t * dmp..(t + 1) * dmp]);
+            x0[s * dmp..(s + 1) * dmp].copy_from_slice(&self.w.embedding[t * dmp..(t + 1) * dmp]);
         }
-        self.newest = (self.newest + 1) % d.d_conv;
         let mut run = Run {
             w: &self.w,
-            conv: &mut self.conv,
-            ssm: &mut self.ssm,
-            sc: &mut self.scratch,
-            newest: self.newest,
+            stages: &mut self.stages,
+            levels: &mut self.levels,
+            head: &mut self.head,
             streams: self.streams,
         };
         match self.isa {
@@ -327,13 +294,12 @@ impl StepEngine {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { run.avx512() },
             // SAFETY: the scalar kernels use no special instructions.
-            _ => unsafe { run.layers::<Scalar>() },
+            _ => unsafe { run.all::<Scalar>() },
         }
         let v = d.vocab;
         let stride = self.w.lm_head.rows_padded;
         for s in 0..self.streams {
-            self.logits[s * v..(s + 1) * v]
-                .copy_from_slice(&self.scratch.head[s * stride..s * stride + v]);
+            self.logits[s * v..(s + 1) * v].copy_from_slice(&self.head[s * stride..s * stride + v]);
         }
         Ok(&self.logits)
     }
@@ -342,10 +308,9 @@ impl StepEngine {
 /// The borrowed pieces of one step (so the driver can be monomorphised per kernel set).
 struct Run<'a> {
     w: &'a Weights,
-    conv: &'a mut [f32],
-    ssm: &'a mut [f32],
-    sc: &'a mut Scratch,
-    newest: usize,
+    stages: &'a mut [StageState],
+    levels: &'a mut [Level],
+    head: &'a mut [f32],
     streams: usize,
 }
 
@@ -357,7 +322,7 @@ impl Run<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(&mut self) {
-        self.layers::<super::avx2::Avx2>()
+        self.all::<super::avx2::Avx2>()
     }
 
     /// The driver compiled with AVX-512F (and AVX2 + FMA) enabled.
@@ -367,78 +332,54 @@ impl Run<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn avx512(&mut self) {
-        self.layers::<super::avx512::Avx512>()
+        self.all::<super::avx512::Avx512>()
     }
 
-    /// Every layer, `norm_f` and the head, from the embeddings in `sc.resid` to `sc.head`.
+    /// One step from the embeddings in stage 0's `resid` to `head`: down through the pooling
+    /// levels whose group completes, every stage that runs (innermost first, each inner
+    /// output up-pooled for the next group), `norm_f` and the head.
     ///
     /// # Safety
     /// As [`Kernels`]: the CPU must support `K`'s instructions.
     #[inline(always)]
-    unsafe fn layers<K: Kernels>(&mut self) {
-        let d = self.w.dims;
-        let (s, dm, dmp, dip) = (self.streams, d.d_model, d.d_model_padded, d.d_inner_padded);
-        let (n, k, r, xdbp) = (d.d_state, d.d_conv, d.dt_rank, d.xdb_padded());
-        let sc = &mut *self.sc;
-        for (l, lw) in self.w.layers.iter().enumerate() {
-            if l > 0 {
-                add_assign(&mut sc.resid, &sc.h, s * dmp); // residual = h + residual
-            }
-            rms_norm(&sc.resid, &lw.norm, &mut sc.hn, dm, dmp, s);
-            K::matvec(&lw.in_proj, None, &sc.hn, dmp, &mut sc.xz, 2 * dip, s); // (S, 2·dip)
-            for b in 0..s {
-                let at = l * s + b;
-                K::conv_silu(
-                    &mut self.conv[at * k * dip..(at + 1) * k * dip],
-                    self.newest,
-                    k,
-                    &sc.xz[b * 2 * dip..b * 2 * dip + dip],
-                    &lw.conv_w,
-                    &lw.conv_b,
-                    &mut sc.xc[b * dip..(b + 1) * dip],
-                ); // (dip)
-            }
-            K::matvec(&lw.x_proj, None, &sc.xc, dip, &mut sc.xdb, xdbp, s); // (S, R + 2N)
-            K::matvec(
-                &lw.dt_proj,
-                Some(&lw.dt_bias),
-                &sc.xdb,
-                xdbp,
-                &mut sc.dt,
-                dip,
-                s,
+    unsafe fn all<K: Kernels>(&mut self) {
+        let (w, s) = (self.w, self.streams);
+        let mut deepest = 0;
+        while deepest < self.levels.len() {
+            let (outer, inner) = self.stages.split_at_mut(deepest + 1);
+            let (hp, hip) = (
+                w.stages[deepest].dims.d_model_padded,
+                w.stages[deepest + 1].dims.d_model_padded,
             );
-            K::softplus(&mut sc.dt[..s * dip]); // (S, dip)
-            for b in 0..s {
-                let at = l * s + b;
-                let xdb = &sc.xdb[b * xdbp..(b + 1) * xdbp];
-                K::ssm(
-                    &mut self.ssm[at * dip * n..(at + 1) * dip * n],
-                    &lw.a,
-                    &sc.dt[b * dip..(b + 1) * dip],
-                    &sc.xc[b * dip..(b + 1) * dip],
-                    &xdb[r..r + n],
-                    &xdb[r + n..r + 2 * n],
-                    &lw.d,
-                    &sc.xz[b * 2 * dip + dip..(b + 1) * 2 * dip],
-                    &mut sc.y[b * dip..(b + 1) * dip],
-                ); // (dip)
+            let (x, inner_x) = (&mut outer[deepest].sc.resid, &mut inner[0].sc.resid);
+            if !unet::feed::<K>(
+                &w.pools[deepest],
+                &mut self.levels[deepest],
+                x,
+                hp,
+                inner_x,
+                hip,
+                s,
+            ) {
+                break;
             }
-            K::matvec(&lw.out_proj, None, &sc.y, dip, &mut sc.h, dmp, s); // (S, dmp)
+            deepest += 1;
         }
-        if !self.w.layers.is_empty() {
-            add_assign(&mut sc.resid, &sc.h, s * dmp);
+        for st in (0..=deepest).rev() {
+            stage::blocks::<K>(&w.stages[st], &mut self.stages[st], s);
+            if st > 0 {
+                let (hip, hp) = (
+                    w.stages[st].dims.d_model_padded,
+                    w.stages[st - 1].dims.d_model_padded,
+                );
+                let z = &self.stages[st].sc.resid;
+                unet::up::<K>(&w.pools[st - 1], &mut self.levels[st - 1], z, hip, hp, s);
+            }
         }
-        rms_norm(&sc.resid, &self.w.norm_f, &mut sc.hn, dm, dmp, s);
-        let vp = self.w.lm_head.rows_padded;
-        K::matvec(&self.w.lm_head, None, &sc.hn, dmp, &mut sc.head, vp, s); // (S, vocab)
-    }
-}
-
-/// `acc[..len] += x[..len]`
-#[inline(always)]
-fn add_assign(acc: &mut [f32], x: &[f32], len: usize) {
-    for (a, &v) in acc[..len].iter_mut().zip(&x[..len]) {
-        *a += v;
+        let (dm, dmp) = (w.dims.d_model, w.dims.d_model_padded);
+        let sc = &mut self.stages[0].sc;
+        rms_norm(&sc.resid, &w.norm_f, &mut sc.hn, dm, dmp, s);
+        let vp = w.lm_head.rows_padded;
+        K::matvec(&w.lm_head, None, &sc.hn, dmp, self.head, vp, s); // (S, vocab)
     }
 }

@@ -5,7 +5,10 @@
 //! contiguous f32 buffers laid out for the step (`weights.rs`), then advances every layer of
 //! every stream by one sample with vectorised kernels (`avx512.rs`, `avx2.rs`, chosen at run
 //! time; portable fallback in `kernels.rs`), no allocation and no libtorch call. Its logits equal
-//! [`WaveMamba::step`]'s to f32 rounding (`tests/stream_engine.rs`).
+//! [`WaveMamba::step`]'s to f32 rounding (`tests/stream_engine.rs`). It runs the plain model (one
+//! stage of blocks, `stage.rs`) and the U-Net (one stage per width, the pooling levels between
+//! them in `unet.rs`: an inner stage steps once its outer stage has filled a group of `p`
+//! samples).
 //!
 //! ```no_run
 //! # fn main() -> wavemamba::Result<()> {
@@ -31,6 +34,8 @@ mod buf;
 mod denoise;
 mod engine;
 mod kernels;
+mod stage;
+mod unet;
 mod weights;
 
 pub use denoise::DenoiseEngine;

@@ -9,7 +9,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::buf::Buf;
 
-use crate::model::{Body, Mixer, WaveMamba};
+use super::unet::PoolWeights;
+use crate::model::{Block, Body, Mixer, WaveMamba};
 use crate::{Error, Result};
 
 /// Rows per panel of a packed matrix (4 AVX2 registers of 8 lanes).
@@ -121,13 +122,26 @@ pub(crate) struct LayerWeights {
     pub out_proj: Panel,
 }
 
-/// Every weight of a plain model, laid out for the step.
+/// One stage's stack of blocks (the whole plain model is one stage).
+#[derive(Debug, Clone)]
+pub(crate) struct StageWeights {
+    /// The stage's sizes (`d_model` = its width `H_s`, `n_layer` = its blocks).
+    pub dims: Dims,
+    pub layers: Vec<LayerWeights>,
+}
+
+/// Every weight of a model, laid out for the step: the plain model is one stage without pooling
+/// levels; the U-Net has `levels + 1` stages and one [`PoolWeights`] per level.
 #[derive(Debug, Clone)]
 pub(crate) struct Weights {
+    /// The outer stage's sizes, `n_layer` = blocks of every stage.
     pub dims: Dims,
     /// (vocab_padded, d_model_padded)
     pub embedding: Buf,
-    pub layers: Vec<LayerWeights>,
+    /// Outermost first.
+    pub stages: Vec<StageWeights>,
+    /// One per pooling level, outermost first (empty for the plain model).
+    pub pools: Vec<PoolWeights>,
     /// (d_model_padded)
     pub norm_f: Buf,
     /// (vocab, d_model): only the first `vocab` rows of the (padded) head are kept.
@@ -135,7 +149,7 @@ pub(crate) struct Weights {
 }
 
 /// A row-major copy of `t` on the CPU as f32, after checking its shape.
-fn host(t: &Tensor, what: &str, expected: &[usize]) -> Result<Vec<f32>> {
+pub(crate) fn host(t: &Tensor, what: &str, expected: &[usize]) -> Result<Vec<f32>> {
     let got = t.size();
     let want: Vec<i64> = expected.iter().map(|&x| x as i64).collect();
     if got != want {
@@ -158,86 +172,123 @@ fn padded(v: Vec<f32>, len: usize) -> Buf {
     Buf::padded(&v, len)
 }
 
+/// `v` as a `usize` if it is > 0.
+fn positive(name: &str, v: i64) -> Result<usize> {
+    usize::try_from(v)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or(Error::Config {
+            reason: format!("stream engine: {name} must be > 0, got {v}"),
+        })
+}
+
+/// The sizes of a stack of `blocks` at width `dm` (the mixer sizes from its first block).
+fn stage_dims(dm: usize, blocks: &[Block], vocab: usize, vocab_padded: usize) -> Result<Dims> {
+    Ok(match blocks.first() {
+        Some(b) => {
+            let m = &b.mixer;
+            let di = positive("d_inner", m.d_inner)?;
+            Dims {
+                d_model: dm,
+                d_model_padded: pad8(dm),
+                d_inner: di,
+                d_inner_padded: di.div_ceil(ILV) * ILV,
+                d_state: positive("d_state", m.d_state)?,
+                d_conv: positive("d_conv", m.d_conv)?,
+                dt_rank: positive("dt_rank", m.dt_rank)?,
+                vocab,
+                vocab_padded,
+                n_layer: blocks.len(),
+            }
+        }
+        None => Dims {
+            d_model: dm,
+            d_model_padded: pad8(dm),
+            d_inner: 0,
+            d_inner_padded: 0,
+            d_state: 0,
+            d_conv: 1,
+            dt_rank: 0,
+            vocab,
+            vocab_padded,
+            n_layer: 0,
+        },
+    })
+}
+
+/// Lays out a stack of blocks at width `dm`; `first` numbers its first layer in errors.
+fn stage(
+    dm: usize,
+    blocks: &[Block],
+    vocab: usize,
+    vocab_padded: usize,
+    first: usize,
+) -> Result<StageWeights> {
+    let dims = stage_dims(dm, blocks, vocab, vocab_padded)?;
+    let mut layers = Vec::with_capacity(blocks.len());
+    for (i, block) in blocks.iter().enumerate() {
+        let norm = host(
+            &block.norm.weight,
+            &format!("layer {} norm", first + i),
+            &[dm],
+        )?;
+        let norm = padded(norm, dims.d_model_padded);
+        layers.push(layer(&block.mixer, norm, &dims, first + i)?);
+    }
+    Ok(StageWeights { dims, layers })
+}
+
 impl Weights {
     /// Copies (once) every weight of `model` into step-ready buffers.
     ///
     /// # Errors
-    /// [`Error::Config`] for an architecture the engine does not run or a tensor whose shape does
-    /// not match the config; [`Error::Torch`] if a tensor cannot be copied.
+    /// [`Error::Config`] for a tensor whose shape does not match the config; [`Error::Torch`] if
+    /// a tensor cannot be copied.
     pub fn from_model(model: &WaveMamba) -> Result<Weights> {
-        #[allow(unreachable_patterns)] // the U-Net variant is coming
-        let backbone = match &model.body {
-            Body::Plain(b) => b,
-            _ => {
-                return Err(Error::Config {
-                    reason: "stream engine: only the plain architecture is supported so far".into(),
-                })
-            }
-        };
         let c = &model.config;
-        let positive = |name: &str, v: i64| -> Result<usize> {
-            usize::try_from(v)
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or(Error::Config {
-                    reason: format!("stream engine: {name} must be > 0, got {v}"),
-                })
-        };
-        let (dm, n_layer) = (positive("d_model", c.d_model)?, backbone.layers.len());
+        let dm = positive("d_model", c.d_model)?;
         let vocab = positive("vocab_size", c.vocab_size)?;
         let vocab_padded = positive("padded vocab", c.padded_vocab())?;
-        let dims = match backbone.layers.first() {
-            Some(b) => {
-                let m = &b.mixer;
-                Dims {
-                    d_model: dm,
-                    d_model_padded: pad8(dm),
-                    d_inner: positive("d_inner", m.d_inner)?,
-                    d_inner_padded: positive("d_inner", m.d_inner)?.div_ceil(ILV) * ILV,
-                    d_state: positive("d_state", m.d_state)?,
-                    d_conv: positive("d_conv", m.d_conv)?,
-                    dt_rank: positive("dt_rank", m.dt_rank)?,
-                    vocab,
-                    vocab_padded,
-                    n_layer,
-                }
-            }
-            None => Dims {
-                d_model: dm,
-                d_model_padded: pad8(dm),
-                d_inner: 0,
-                d_inner_padded: 0,
-                d_state: 0,
-                d_conv: 1,
-                dt_rank: 0,
-                vocab,
-                vocab_padded,
-                n_layer,
-            },
-        };
         if vocab > vocab_padded {
             return Err(Error::Config {
                 reason: format!("stream engine: vocab_size {vocab} > padded vocab {vocab_padded}"),
             });
         }
+        let (embedding, norm_f, stages, pools) = match &model.body {
+            Body::Plain(b) => (
+                &b.embedding,
+                &b.norm_f,
+                vec![stage(dm, &b.layers, vocab, vocab_padded, 0)?],
+                Vec::new(),
+            ),
+            Body::Unet(u) => {
+                let mut stages = Vec::with_capacity(u.stages.len());
+                let mut first = 0;
+                for (s, blocks) in u.stages.iter().enumerate() {
+                    let h = positive("stage width", u.widths.get(s).copied().unwrap_or(0))?;
+                    stages.push(stage(h, blocks, vocab, vocab_padded, first)?);
+                    first += blocks.len();
+                }
+                let pools = super::unet::pool_weights(u, &stages)?;
+                (&u.embedding, &u.norm_f, stages, pools)
+            }
+        };
+        let mut dims = stages[0].dims;
+        dims.n_layer = stages.iter().map(|s| s.layers.len()).sum();
         let dmp = dims.d_model_padded;
-        let emb = host(&backbone.embedding, "embedding", &[vocab_padded, dm])?;
-        let mut embedding = Buf::zeros(vocab_padded * dmp);
-        for (dst, src) in embedding.chunks_mut(dmp).zip(emb.chunks(dm)) {
+        let emb = host(embedding, "embedding", &[vocab_padded, dm])?;
+        let mut emb_padded = Buf::zeros(vocab_padded * dmp);
+        for (dst, src) in emb_padded.chunks_mut(dmp).zip(emb.chunks(dm)) {
             dst[..dm].copy_from_slice(src);
         }
         let head = host(&model.lm_head, "lm_head", &[vocab_padded, dm])?;
         let lm_head = Panel::new(vocab, dm, |r, j| head[r * dm + j]);
-        let mut layers = Vec::with_capacity(n_layer);
-        for (i, block) in backbone.layers.iter().enumerate() {
-            let norm = host(&block.norm.weight, &format!("layer {i} norm"), &[dm])?;
-            layers.push(layer(&block.mixer, padded(norm, dmp), &dims, i)?);
-        }
-        let norm_f = host(&backbone.norm_f.weight, "norm_f", &[dm])?;
+        let norm_f = host(&norm_f.weight, "norm_f", &[dm])?;
         Ok(Weights {
             dims,
-            embedding,
-            layers,
+            embedding: emb_padded,
+            stages,
+            pools,
             norm_f: padded(norm_f, dmp),
             lm_head,
         })
@@ -250,7 +301,9 @@ fn layer(m: &Mixer, norm: Buf, dims: &Dims, i: usize) -> Result<LayerWeights> {
     let (n, k, r) = (dims.d_state, dims.d_conv, dims.dt_rank);
     if (m.d_inner, m.d_state, m.d_conv, m.dt_rank) != (di as i64, n as i64, k as i64, r as i64) {
         return Err(Error::Config {
-            reason: format!("stream engine: layer {i} has different sizes from layer 0"),
+            reason: format!(
+                "stream engine: layer {i} has different sizes from its stage's first layer"
+            ),
         });
     }
     let name = |w: &str| format!("layer {i} mixer.{w}");
