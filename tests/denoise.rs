@@ -185,15 +185,19 @@ fn denoise_cli_writes_input_rate_and_length_and_refuses_bad_input() {
     let input = dir.join("in.wav");
     write_wav_f32(&input, &stereo, 2, 44_100);
     let out = dir.join("out.wav");
+    let png = dir.join("spec.png");
     let o = wavemamba(&[
         "denoise",
         "--model",
         m,
         input.to_str().unwrap(),
         out.to_str().unwrap(),
+        "--spectrogram",
+        png.to_str().unwrap(),
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
     let r = hound::WavReader::open(&out).unwrap();
     assert_eq!((r.spec().sample_rate, r.spec().channels), (44_100, 1));
     assert_eq!(r.len() as usize, x.len());

@@ -10,7 +10,7 @@ use tch::{Device, Tensor};
 
 use crate::config::{Architecture, AudioConfig, MambaConfig};
 use crate::model::{checkpoint, WaveMamba};
-use crate::stream::{Isa, StepEngine};
+use crate::stream::{DenoiseEngine, Isa, StepEngine};
 use crate::{Error, Result};
 
 /// Which model to run.
@@ -73,6 +73,10 @@ pub struct StepReport {
     pub rel_err_vs_tch: f64,
     pub engine_steps_timed: usize,
     pub tch_steps_timed: usize,
+    /// For a denoiser (task `denoise`): median µs of one [`DenoiseEngine::process`] call
+    /// (mu-law in, engine step, posterior mean out) and its real-time factor, one stream.
+    pub denoise_us_per_sample: Option<f64>,
+    pub denoise_rtf: Option<f64>,
 }
 
 /// Steps compared between the engine and tch before timing.
@@ -192,6 +196,18 @@ pub fn run(b: &StepBench) -> Result<StepReport> {
     })?;
 
     let period_us = 1e6 / m.audio.sample_rate as f64;
+    let denoise_us = if m.audio.task == crate::config::Task::Denoise {
+        let mut dn = DenoiseEngine::new(&m)?;
+        let mut acc = 0.0f32;
+        let (us, _) = time_steps(b.seconds, |i| {
+            acc += dn.process(crate::audio::mulaw::decode(tokens[i % tokens.len()] as u8));
+            Ok(())
+        })?;
+        std::hint::black_box(acc);
+        Some(us)
+    } else {
+        None
+    };
     Ok(StepReport {
         model: name,
         architecture: match m.audio.architecture {
@@ -217,6 +233,8 @@ pub fn run(b: &StepBench) -> Result<StepReport> {
         rel_err_vs_tch: (diff / norm.max(f64::MIN_POSITIVE)).sqrt(),
         engine_steps_timed: engine_steps,
         tch_steps_timed: tch_steps,
+        denoise_us_per_sample: denoise_us,
+        denoise_rtf: denoise_us.map(|us| us / period_us),
     })
 }
 
@@ -257,6 +275,13 @@ impl std::fmt::Display for StepReport {
             f,
             "  engine is {:.1}× faster than the tch step; logits agree to rel err {:.1e}",
             self.speedup_vs_tch, self.rel_err_vs_tch
-        )
+        )?;
+        if let (Some(us), Some(rtf)) = (self.denoise_us_per_sample, self.denoise_rtf) {
+            write!(
+                f,
+                "\n  denoiser (one stream, sample in → sample out) {us:9.2} µs/sample  RTF {rtf:.4}"
+            )?;
+        }
+        Ok(())
     }
 }

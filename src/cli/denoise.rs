@@ -24,6 +24,9 @@ pub struct Args {
     /// Denoiser model directory (default: the bundled models/denoiser)
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Also write a spectrogram PNG: the input, then the output (a white line between them)
+    #[arg(long)]
+    spectrogram: Option<PathBuf>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -36,7 +39,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let dir = a.model.unwrap_or_else(|| bundled_model_dir("denoiser"));
     let model = wavemamba::model::checkpoint::load(&dir, parse_device(&a.device)?)
         .with_context(|| format!("loading model {}", dir.display()))?;
-    let r = denoise_file(&model, &a.input, &a.output)
+    let r = denoise_file(&model, &a.input, &a.output, a.spectrogram.as_deref())
         .with_context(|| format!("denoising {}", a.input.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

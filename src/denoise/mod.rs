@@ -171,14 +171,23 @@ pub struct DenoiseReport {
 
 /// `wavemamba denoise`: decodes `input` (any supported format, rate and channel count; channels
 /// are averaged), resamples to the model's rate, denoises, resamples back to the input's rate and
-/// writes a 16-bit mono WAV atomically. Checks the output directory before any work, so a bad
-/// argument never leaves a partial file.
+/// writes a 16-bit mono WAV atomically; with `spectrogram`, also a PNG of the input followed by
+/// the output. Checks the output directories before any work, so a bad argument never leaves a
+/// partial file.
 ///
 /// # Errors
 /// Unreadable input, a model that is not a denoiser, unwritable output, kernel errors.
-pub fn denoise_file(model: &WaveMamba, input: &Path, output: &Path) -> Result<DenoiseReport> {
+pub fn denoise_file(
+    model: &WaveMamba,
+    input: &Path,
+    output: &Path,
+    spectrogram: Option<&Path>,
+) -> Result<DenoiseReport> {
     check_task(model)?;
     audio::check_output_dir(output)?;
+    if let Some(png) = spectrogram {
+        audio::check_output_dir(png)?;
+    }
     let a = audio::read_audio(input)?;
     let rate = model.audio.sample_rate;
     let x = audio::resample(&a.samples, a.sample_rate, rate)?;
@@ -190,6 +199,10 @@ pub fn denoise_file(model: &WaveMamba, input: &Path, output: &Path) -> Result<De
     y.resize(a.samples.len(), 0.0);
     audio::write_wav(output, &y, a.sample_rate, WavFormat::Pcm16)?;
     let seconds = a.duration_s();
+    if let Some(png) = spectrogram {
+        let both = [a.samples.as_slice(), y.as_slice()].concat();
+        crate::plot::spectrogram(png, &both, a.sample_rate, Some(seconds), "noisy | denoised")?;
+    }
     Ok(DenoiseReport {
         input: input.to_owned(),
         output: output.to_owned(),
