@@ -316,3 +316,51 @@ fn eval_denoise_reports_model_and_rnnoise_per_snr() {
     let y: Vec<f32> = c.iter().map(|v| 0.5 * v).collect();
     assert!(si_sdr(&y, &c) > 80.0);
 }
+
+#[test]
+fn an_interrupted_denoiser_run_resumes_exactly() {
+    let data = || {
+        let speech = corpus((0..3).map(|s| speechlike(0.8, s)).collect(), 1);
+        let noises = corpus((0..2).map(|s| noise(12_000, 0.3, 200 + s)).collect(), 2);
+        let mut d = DenoiseData::new(speech, noises, 9).unwrap();
+        d.valid_crops = 4;
+        d.valid_len = 2048;
+        d
+    };
+    let opts = |stop_after: Option<u64>| TrainOptions {
+        steps: 12,
+        batch: 2,
+        len: 2048,
+        lr: 3e-3,
+        warmup: 2,
+        min_lr_ratio: 0.1,
+        clip: 1.0,
+        seed: 9,
+        device: Device::Cpu,
+        bf16: false,
+        log_every: 1,
+        valid_every: 6,
+        ckpt_every: 3,
+        stop_after,
+        progress: false,
+    };
+    // One initial model for every run (other tests share libtorch's global generator).
+    let init = TempDir::new("dn-init");
+    checkpoint::save(&random_denoiser("tiny", 1), init.path()).unwrap();
+    let fresh = || Start::Fresh(checkpoint::load(init.path(), Device::Cpu).unwrap());
+    let (a, b) = (TempDir::new("dn-straight"), TempDir::new("dn-resumed"));
+    let straight = train_objective(
+        &RunDir::create(a.path()).unwrap(),
+        fresh(),
+        &mut data(),
+        &opts(None),
+    )
+    .unwrap();
+    let run = RunDir::create(b.path()).unwrap();
+    let first = train_objective(&run, fresh(), &mut data(), &opts(Some(7))).unwrap();
+    assert_eq!(first.steps, 7);
+    let resumed = train_objective(&run, Start::Resume, &mut data(), &opts(None)).unwrap();
+    assert_eq!(resumed.steps, 12);
+    assert_eq!(straight.final_loss.to_bits(), resumed.final_loss.to_bits());
+    assert_eq!(straight.best_valid, resumed.best_valid);
+}

@@ -132,8 +132,7 @@ pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<Deno
     let mut sums = vec![[0.0f64; 3]; opts.snr_db.len()]; // noisy, model, rnnoise
     let (mut files, mut seconds, mut model_s) = (0usize, 0.0f64, 0.0f64);
     for (i, clean) in speech.iter().enumerate() {
-        let energy = clean.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>();
-        if energy / (clean.len().max(1) as f64) < 1e-8 {
+        if super::mix::variance(clean) < 1e-8 {
             skipped.push(format!("{}: silent or empty", names[i]));
             bar.inc(opts.snr_db.len() as u64);
             continue;

@@ -39,6 +39,15 @@ fn energy(x: &[f32]) -> f64 {
     x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64
 }
 
+/// Variance: the energy SI-SDR sees (it removes the mean), so a constant has none.
+pub(crate) fn variance(x: &[f32]) -> f64 {
+    let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
+    x.iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / x.len().max(1) as f64
+}
+
 /// `clean + α·noise` with α chosen so that the speech-to-noise energy ratio is `snr_db`
 /// (energies floored at −60 dBFS, so silent speech gets faint noise, not none).
 ///
@@ -152,7 +161,7 @@ impl DenoiseData {
                 break;
             }
             let (noisy, clean) = example(&speech, &noise, 0xA11D ^ i, self.valid_len, &self.mix);
-            if energy(&clean) > SILENT_ENERGY * 1e-2 {
+            if variance(&clean) > SILENT_ENERGY * 1e-2 {
                 set.push((noisy, clean));
             }
         }
