@@ -5,6 +5,7 @@ mod bench;
 mod eval;
 mod generate;
 mod info;
+mod live;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -27,7 +28,7 @@ enum Command {
     /// Denoise a WAV file with a trained denoiser
     Denoise(Pending),
     /// Run on a microphone in real time: denoise or continue what it hears
-    Live(Pending),
+    Live(live::Args),
     /// Evaluate a model: NLL in bits per sample, or denoising quality
     Eval(eval::Args),
     /// Measure kernels and models (selective scan, …)
@@ -49,7 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Denoise(_) => not_implemented("denoise"),
-        Command::Live(_) => not_implemented("live"),
+        Command::Live(args) => live::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),

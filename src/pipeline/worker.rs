@@ -1,0 +1,260 @@
+//! The worker thread: input ring → streaming resampler to the model rate → [`Processor`] one
+//! sample at a time → resampler to the output rate → output ring (and the recorders).
+//!
+//! Both resamplers' warm-up samples (the filter's view of the time before the stream started)
+//! are skipped, so output sample `k` is the processed input sample `k`: the live output equals
+//! the offline path (`resample` → model → `resample`) sample for sample, shifted only in time.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use rtrb::{Consumer, Producer};
+
+use super::control::Event;
+use super::modes::Processor;
+use super::ring::Counters;
+use crate::audio::StreamingResampler;
+use crate::Result;
+
+/// Most device frames the worker takes from the input ring at once.
+const BLOCK_FRAMES: usize = 1024;
+/// Sleep between polls of an empty input ring (bounds the added latency from polling).
+const POLL: Duration = Duration::from_micros(250);
+
+/// How the worker is set up. Rates in Hz.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub in_rate: u32,
+    pub model_rate: u32,
+    pub out_rate: u32,
+    /// Never drop: wait for room in the output ring and never skip input (for fake devices and
+    /// files processed faster than real time). Live use drops instead, to bound latency.
+    pub lossless: bool,
+    /// Input frames (at `in_rate`) allowed to wait in the input ring; beyond it the oldest are
+    /// skipped (drop-oldest) unless `lossless`.
+    pub max_backlog_frames: usize,
+    /// Stop after this many input frames (`--seconds`); `None`: until stopped or the source ends.
+    pub stop_after_frames: Option<u64>,
+}
+
+/// Where the worker's data goes besides the output ring.
+pub struct WorkerIo {
+    pub input: Consumer<f32>,
+    pub output: Option<Producer<f32>>,
+    /// Blocks of output samples (at `out_rate`) for `--record`.
+    pub record: Option<Sender<Vec<f32>>>,
+    /// Blocks of input samples (at `in_rate`) for `--record-input`.
+    pub record_input: Option<Sender<Vec<f32>>>,
+    pub events: Sender<Event>,
+    pub counters: Arc<Counters>,
+    /// Set by Ctrl-C or a device error: finish now.
+    pub stop: Arc<AtomicBool>,
+    /// Set by a file source when it has pushed its last sample.
+    pub source_done: Arc<AtomicBool>,
+}
+
+/// What the worker did.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSummary {
+    /// Input frames processed (at `in_rate`).
+    pub input_frames: u64,
+    /// Output frames produced (at `out_rate`).
+    pub output_frames: u64,
+    /// Seconds spent processing (not waiting).
+    pub busy_s: f64,
+    /// Output samples skipped as resampler warm-up (model-rate in, output-rate out).
+    pub warmup_skipped: (usize, usize),
+}
+
+/// The worker's resamplers, processor and pre-allocated buffers.
+pub struct Worker {
+    cfg: WorkerConfig,
+    io: WorkerIo,
+    processor: Box<dyn Processor>,
+    rs_in: StreamingResampler,
+    rs_out: StreamingResampler,
+    skip_in: usize,
+    skip_out: usize,
+    buf_in: Vec<f32>,
+    buf_model: Vec<f32>,
+    buf_proc: Vec<f32>,
+    buf_out: Vec<f32>,
+    summary: WorkerSummary,
+}
+
+impl Worker {
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for unsupported rates.
+    pub fn new(cfg: WorkerConfig, io: WorkerIo, processor: Box<dyn Processor>) -> Result<Worker> {
+        // 1 ms chunks: each resampler adds at most 1 ms of buffering on top of its filter delay.
+        let rs_in = StreamingResampler::new(cfg.in_rate, cfg.model_rate, chunk(cfg.in_rate))?;
+        let rs_out = StreamingResampler::new(cfg.model_rate, cfg.out_rate, chunk(cfg.model_rate))?;
+        let model_cap = BLOCK_FRAMES * cfg.model_rate as usize / cfg.in_rate as usize
+            + 2 * rs_in.max_output_frames()
+            + 16;
+        let out_cap = model_cap * cfg.out_rate as usize / cfg.model_rate as usize
+            + 2 * rs_out.max_output_frames()
+            + 16;
+        Ok(Worker {
+            skip_in: rs_in.delay_samples(),
+            skip_out: rs_out.delay_samples(),
+            summary: WorkerSummary {
+                warmup_skipped: (rs_in.delay_samples(), rs_out.delay_samples()),
+                ..Default::default()
+            },
+            rs_in,
+            rs_out,
+            buf_in: Vec::with_capacity(BLOCK_FRAMES),
+            buf_model: Vec::with_capacity(model_cap),
+            buf_proc: Vec::with_capacity(model_cap),
+            buf_out: Vec::with_capacity(out_cap),
+            cfg,
+            io,
+            processor,
+        })
+    }
+
+    /// Algorithmic delay of the two resamplers in ms (filter look-ahead, not counting the 1 ms
+    /// chunks): the part of the pipeline latency that does not depend on scheduling.
+    pub fn resampler_delay_ms(&self) -> f64 {
+        self.rs_in.delay_ms() + self.rs_out.delay_ms()
+    }
+
+    /// Runs until stopped, the input limit is reached, or a file source is exhausted; then
+    /// flushes the resamplers so the tail of the input reaches the output.
+    ///
+    /// # Errors
+    /// Only a resampler's internal error.
+    pub fn run(mut self) -> Result<WorkerSummary> {
+        let mut busy = Duration::ZERO;
+        loop {
+            if self.io.stop.load(Relaxed) {
+                break;
+            }
+            let mut avail = self.io.input.slots();
+            if !self.cfg.lossless && avail > self.cfg.max_backlog_frames {
+                let skip = avail - self.cfg.max_backlog_frames;
+                if let Ok(chunk) = self.io.input.read_chunk(skip) {
+                    chunk.commit_all();
+                }
+                self.io
+                    .counters
+                    .dropped_oldest_frames
+                    .fetch_add(skip as u64, Relaxed);
+                avail -= skip;
+            }
+            if avail == 0 {
+                if self.io.source_done.load(Relaxed) && self.io.input.slots() == 0 {
+                    break;
+                }
+                std::thread::sleep(POLL);
+                continue;
+            }
+            let mut n = avail.min(BLOCK_FRAMES);
+            if let Some(limit) = self.cfg.stop_after_frames {
+                n = n.min((limit - self.summary.input_frames) as usize);
+            }
+            let t0 = Instant::now();
+            self.buf_in.clear();
+            if let Ok(chunk) = self.io.input.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                self.buf_in.extend_from_slice(a);
+                self.buf_in.extend_from_slice(b);
+                chunk.commit_all();
+            }
+            if let Some(tx) = &self.io.record_input {
+                let _ = tx.send(self.buf_in.clone());
+            }
+            self.buf_model.clear();
+            self.rs_in.process(&self.buf_in, &mut self.buf_model)?;
+            self.model_block()?;
+            busy += t0.elapsed();
+            self.summary.input_frames += n as u64;
+            self.io
+                .counters
+                .worker_busy_ns
+                .store(busy.as_nanos() as u64, Relaxed);
+            self.io
+                .counters
+                .worker_frames
+                .store(self.summary.input_frames, Relaxed);
+            while let Some(p) = self.processor.take_phase_change() {
+                let at_s = self.summary.input_frames as f64 / f64::from(self.cfg.in_rate);
+                let _ = self.io.events.send(Event::Phase(p, at_s));
+            }
+            if self.cfg.stop_after_frames == Some(self.summary.input_frames) {
+                break;
+            }
+        }
+        // The tail: what the filters still hold.
+        let t0 = Instant::now();
+        self.buf_model.clear();
+        self.rs_in.flush(&mut self.buf_model)?;
+        self.model_block_then(true)?;
+        busy += t0.elapsed();
+        self.summary.busy_s = busy.as_secs_f64();
+        Ok(self.summary)
+    }
+
+    /// Runs `buf_model` (model-rate input) through the processor and the output resampler and
+    /// emits the result.
+    fn model_block(&mut self) -> Result<()> {
+        self.model_block_then(false)
+    }
+
+    fn model_block_then(&mut self, flush_out: bool) -> Result<()> {
+        let skip = self.skip_in.min(self.buf_model.len());
+        self.skip_in -= skip;
+        self.buf_proc.clear();
+        for &x in &self.buf_model[skip..] {
+            self.buf_proc.push(self.processor.process(x));
+        }
+        self.buf_out.clear();
+        self.rs_out.process(&self.buf_proc, &mut self.buf_out)?;
+        if flush_out {
+            self.rs_out.flush(&mut self.buf_out)?;
+        }
+        let skip = self.skip_out.min(self.buf_out.len());
+        self.skip_out -= skip;
+        self.emit(skip);
+        Ok(())
+    }
+
+    /// Sends `buf_out[from..]` to the recorder and the output ring.
+    fn emit(&mut self, from: usize) {
+        let out = &self.buf_out[from..];
+        if out.is_empty() {
+            return;
+        }
+        self.summary.output_frames += out.len() as u64;
+        if let Some(tx) = &self.io.record {
+            let _ = tx.send(out.to_vec());
+        }
+        let Some(p) = &mut self.io.output else {
+            return;
+        };
+        let c = &self.io.counters;
+        let mut rest = out;
+        loop {
+            let (pushed, left) = p.push_partial_slice(rest);
+            c.produced_frames.fetch_add(pushed.len() as u64, Relaxed);
+            rest = left;
+            if rest.is_empty() {
+                break;
+            }
+            if !self.cfg.lossless || self.io.stop.load(Relaxed) || p.is_abandoned() {
+                c.dropped_output_frames
+                    .fetch_add(rest.len() as u64, Relaxed);
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Resampler chunk: 1 ms of input (at least 8 samples).
+fn chunk(rate: u32) -> usize {
+    (rate as usize / 1000).max(8)
+}
