@@ -25,7 +25,7 @@ pub use control::{Event, Stats};
 pub use modes::{
     parse_schedule, ContinueOptions, ContinueProcessor, Passthrough, Phase, Processor,
 };
-pub use session::{run_live, LiveReport, Report};
+pub use session::{run_live, run_live_with, LiveReport, Report};
 
 use std::path::PathBuf;
 

@@ -68,6 +68,23 @@ pub fn run_live(
 ) -> Result<LiveReport> {
     check_options(o)?;
     let (processor, model_rate) = make_processor(o)?;
+    run_live_with(o, processor, model_rate, stop, on_report)
+}
+
+/// [`run_live`] with a given processor running at `model_rate` Hz (`o.mode` and `o.model` are
+/// not read): e.g. a deliberately slow one to test the overload behaviour.
+///
+/// # Errors
+/// As [`run_live`].
+pub fn run_live_with(
+    o: &LiveOptions,
+    processor: Box<dyn Processor>,
+    model_rate: u32,
+    stop: Arc<AtomicBool>,
+    on_report: &mut dyn FnMut(Report),
+) -> Result<LiveReport> {
+    check_options(o)?;
+    crate::audio::check_sample_rate("model rate", model_rate)?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let counters = Counters::new();
     let source_done = Arc::new(AtomicBool::new(false));

@@ -258,3 +258,49 @@ impl Worker {
 fn chunk(rate: u32) -> usize {
     (rate as usize / 1000).max(8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::modes::Passthrough;
+    use crate::pipeline::ring::ring;
+
+    /// Input queued beyond the backlog is skipped oldest first; the newest is processed.
+    #[test]
+    fn drops_the_oldest_input_beyond_the_backlog() {
+        let counters = Counters::new();
+        let (mut p, c) = ring(20_000);
+        for i in 0..10_000 {
+            p.push(i as f32 / 1e4).unwrap();
+        }
+        let (events, _e) = crossbeam_channel::unbounded();
+        let (rec_tx, rec_rx) = crossbeam_channel::unbounded();
+        let cfg = WorkerConfig {
+            in_rate: 16_000,
+            model_rate: 16_000,
+            out_rate: 16_000,
+            lossless: false,
+            max_backlog_frames: 1000,
+            stop_after_frames: None,
+        };
+        let io = WorkerIo {
+            input: c,
+            output: None,
+            record: Some(rec_tx),
+            record_input: None,
+            events,
+            counters: counters.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            source_done: Arc::new(AtomicBool::new(true)),
+        };
+        let s = Worker::new(cfg, io, Box::new(Passthrough))
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(counters.dropped_oldest_frames.load(Relaxed), 9000);
+        assert_eq!(s.input_frames, 1000);
+        let out: Vec<f32> = rec_rx.try_iter().flatten().collect();
+        let want: Vec<f32> = (9000..10_000).map(|i| i as f32 / 1e4).collect();
+        assert_eq!(out, want);
+    }
+}
