@@ -13,8 +13,9 @@ fn callback_bodies_do_not_allocate() {
     let counters = Counters::new();
     let (in_prod, mut in_cons) = ring(1000);
     let (mut out_prod, out_cons) = ring(1000);
-    let mut input = InputCallback::new(in_prod, 2, counters.clone());
-    let mut output = OutputCallback::new(out_cons, 2, 100, counters.clone(), 48_000, 48_000);
+    let epoch = std::time::Instant::now();
+    let mut input = InputCallback::new(in_prod, 2, counters.clone(), epoch);
+    let mut output = OutputCallback::new(out_cons, 2, 100, counters.clone(), 48_000, 48_000, epoch);
     let stereo_f32: Vec<f32> = (0..960).map(|i| (i as f32 / 960.0) - 0.5).collect();
     let stereo_i16: Vec<i16> = (0..960).map(|i| (i * 64 - 30_000) as i16).collect();
     let mut dev_f32 = vec![0.0f32; 960];

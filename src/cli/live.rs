@@ -62,9 +62,17 @@ pub struct Args {
     /// Stop after this many seconds of input (default: until Ctrl-C or the end of --input)
     #[arg(long)]
     seconds: Option<f64>,
-    /// Input allowed to queue before the oldest is dropped (ms): bounds the latency
+    /// Input (and output) allowed to queue before the oldest input (newest output) is dropped,
+    /// in ms: bounds the latency
     #[arg(long, default_value_t = 100.0)]
     max_latency_ms: f64,
+    /// Output queued before playback starts, in ms (default: one device buffer)
+    #[arg(long)]
+    jitter_ms: Option<f64>,
+    /// Sinc taps of the resamplers: 256 gives the offline path's numbers exactly (10.6 ms
+    /// look-ahead for 48 <-> 16 kHz); 64 cuts the look-ahead to 2.6 ms
+    #[arg(long, default_value_t = 256)]
+    resampler_taps: usize,
     /// Never drop: wait instead (for files or fake devices running faster than real time;
     /// with a device as input it needs --seconds)
     #[arg(long)]
@@ -118,6 +126,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     o.seconds = a.seconds;
     o.lossless = a.lossless;
     o.max_latency_ms = a.max_latency_ms;
+    o.jitter_ms = a.jitter_ms;
+    o.resampler_taps = a.resampler_taps;
     o.continue_options = ContinueOptions {
         silence_ms: a.silence_ms,
         threshold_db: a.threshold_db,

@@ -30,8 +30,9 @@ pub enum Event {
 pub struct Stats {
     /// Seconds since start.
     pub elapsed_s: f64,
-    /// Pipeline latency measured at the output callbacks of this window (ms): capture of a
-    /// frame to the callback that plays it, not counting the devices' own buffers.
+    /// Added latency measured at the output callbacks of this window (ms): a frame's arrival
+    /// from the input device to the output callback that hands it to the speaker, i.e. beyond
+    /// the two devices' own buffers.
     pub latency_ms: Option<f64>,
     pub latency_min_ms: Option<f64>,
     /// Worker processing time / audio time of this window.
@@ -42,6 +43,8 @@ pub struct Stats {
     /// Input frames lost: dropped by a full input ring plus skipped as oldest by the worker.
     pub dropped_input_frames: u64,
     pub dropped_output_frames: u64,
+    /// Output frames skipped to trim an over-long queue (latency trimming).
+    pub trimmed_frames: u64,
     /// Fill of the output ring (ms of audio queued for the speaker).
     pub output_queue_ms: f64,
 }
@@ -53,15 +56,17 @@ impl Stats {
             v.map_or("-".to_owned(), |v| format!("{v:.prec$}", prec = prec))
         };
         format!(
-            "t {:5.1} s | latency {} ms (min {}) | RTF {} | underruns {} overruns {} | dropped in {} out {}",
+            "t {:5.1} s | latency {} ms (min {}, output queue {:.1}) | RTF {} | underruns {} overruns {} | dropped in {} out {} trimmed {}",
             self.elapsed_s,
             opt(self.latency_ms, 1),
             opt(self.latency_min_ms, 1),
+            self.output_queue_ms,
             opt(self.real_time_factor, 3),
             self.underruns,
             self.overruns,
             self.dropped_input_frames,
             self.dropped_output_frames,
+            self.trimmed_frames,
         )
     }
 }
@@ -98,7 +103,7 @@ impl StatsWindow {
         let queued = c
             .produced_frames
             .load(Relaxed)
-            .saturating_sub(c.played_frames.load(Relaxed));
+            .saturating_sub(c.played_frames.load(Relaxed) + c.trimmed_frames.load(Relaxed));
         Stats {
             elapsed_s,
             latency_ms: latency.map(|l| l.0),
@@ -109,6 +114,7 @@ impl StatsWindow {
             dropped_input_frames: c.overrun_frames.load(Relaxed)
                 + c.dropped_oldest_frames.load(Relaxed),
             dropped_output_frames: c.dropped_output_frames.load(Relaxed),
+            trimmed_frames: c.trimmed_frames.load(Relaxed),
             output_queue_ms: queued as f64 * 1e3 / self.out_rate,
         }
     }

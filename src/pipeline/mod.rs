@@ -85,8 +85,15 @@ pub struct LiveOptions {
     pub seconds: Option<f64>,
     /// Never drop input or output; wait instead (see the module doc).
     pub lossless: bool,
-    /// Input allowed to queue before the oldest is dropped (ms).
+    /// Input allowed to queue before the oldest is dropped, and output allowed to queue beyond
+    /// the jitter margin before new output is dropped (ms each).
     pub max_latency_ms: f64,
+    /// Output queued before playback starts (ms), a margin against the jitter of block-wise
+    /// processing; `None`: one output device buffer.
+    pub jitter_ms: Option<f64>,
+    /// Sinc taps of the streaming resamplers: 256 (default) gives exactly the offline path's
+    /// numbers; fewer taps (a multiple of 8, ≥ 16) cut the filters' look-ahead.
+    pub resampler_taps: usize,
     pub continue_options: ContinueOptions,
 }
 
@@ -108,6 +115,8 @@ impl LiveOptions {
             seconds: None,
             lossless: false,
             max_latency_ms: 100.0,
+            jitter_ms: None,
+            resampler_taps: 256,
             continue_options: ContinueOptions::default(),
         }
     }

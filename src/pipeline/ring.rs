@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cpal::{FromSample, SizedSample};
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -19,6 +20,8 @@ use rtrb::{Consumer, Producer, RingBuffer};
 pub struct Counters {
     /// Frames the input callback received (or the file source produced).
     pub captured_frames: AtomicU64,
+    /// When the last input block arrived: ns since the run's epoch (see [`Counters::arrived`]).
+    pub last_arrival_ns: AtomicU64,
     /// Input callbacks that found the input ring full (overruns).
     pub overruns: AtomicU64,
     /// Frames those callbacks could not store (dropped at the input).
@@ -27,6 +30,9 @@ pub struct Counters {
     pub dropped_oldest_frames: AtomicU64,
     /// Frames the worker could not store in a full output ring.
     pub dropped_output_frames: AtomicU64,
+    /// Frames the output callback skipped because they had queued longer than needed (the
+    /// queue's minimum over half a second stayed above the jitter margin): latency trimming.
+    pub trimmed_frames: AtomicU64,
     /// Frames the worker pushed to the output ring.
     pub produced_frames: AtomicU64,
     /// Frames of real (not underrun-silence) output the output callback played.
@@ -35,8 +41,8 @@ pub struct Counters {
     pub underruns: AtomicU64,
     /// Frames of silence written by those callbacks.
     pub underrun_frames: AtomicU64,
-    /// Sum / count / minimum (µs) of the pipeline latency seen at each output callback since the
-    /// control thread last reset them: capture time of the next frame to play, to now.
+    /// Sum / count / minimum (µs) of the added latency seen at each output callback since the
+    /// control thread last reset them: arrival of the last frame handed to the device, to now.
     pub latency_sum_us: AtomicU64,
     pub latency_count: AtomicU64,
     pub latency_min_us: AtomicU64,
@@ -44,6 +50,9 @@ pub struct Counters {
     /// factor).
     pub worker_busy_ns: AtomicU64,
     pub worker_frames: AtomicU64,
+    /// Set by the worker when it has produced its last frame: running dry is then the end of
+    /// the stream, not an underrun.
+    pub finished: AtomicBool,
     /// Set by the output callback once it started playing (the start threshold was reached).
     pub playing: AtomicBool,
 }
@@ -53,6 +62,12 @@ impl Counters {
         let c = Counters::default();
         c.latency_min_us.store(u64::MAX, Relaxed);
         Arc::new(c)
+    }
+
+    /// Records the arrival of `frames` input frames at `now` (ns since the epoch).
+    pub fn arrived(&self, frames: u64, now_ns: u64) {
+        self.last_arrival_ns.store(now_ns, Relaxed);
+        self.captured_frames.fetch_add(frames, Relaxed);
     }
 
     /// Takes the latency window: (mean ms, min ms), or `None` when no output callback measured.
@@ -76,14 +91,22 @@ pub struct InputCallback {
     producer: Producer<f32>,
     channels: usize,
     counters: Arc<Counters>,
+    epoch: Instant,
 }
 
 impl InputCallback {
-    pub fn new(producer: Producer<f32>, channels: u16, counters: Arc<Counters>) -> InputCallback {
+    /// `epoch`: the run's time origin, shared with the output callback.
+    pub fn new(
+        producer: Producer<f32>,
+        channels: u16,
+        counters: Arc<Counters>,
+        epoch: Instant,
+    ) -> InputCallback {
         InputCallback {
             producer,
             channels: usize::from(channels.max(1)),
             counters,
+            epoch,
         }
     }
 
@@ -107,14 +130,44 @@ impl InputCallback {
             });
             chunk.fill_from_iter(mono);
         }
-        self.counters
-            .captured_frames
-            .fetch_add(frames as u64, Relaxed);
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        self.counters.arrived(frames as u64, now_ns);
         if n < frames {
             self.counters.overruns.fetch_add(1, Relaxed);
             self.counters
                 .overrun_frames
                 .fetch_add((frames - n) as u64, Relaxed);
+        }
+    }
+}
+
+/// Latency trimming for the output callback: a queue that never fell below `left` frames during
+/// half a second held `left − target` frames longer than needed; they are skipped at the next
+/// callback (a startup transient or two drifting clocks, not the steady state).
+#[derive(Debug)]
+struct Trimmer {
+    /// Smallest queue left after a callback in the current window, and the window's frames.
+    window_min_left: usize,
+    window_frames: usize,
+    /// Window length (frames).
+    window: usize,
+    /// Frames to skip at the next callback.
+    trim: usize,
+    on: bool,
+    /// Queue to keep (the jitter margin).
+    target: usize,
+}
+
+impl Trimmer {
+    fn track(&mut self, left: usize, frames: usize) {
+        self.window_min_left = self.window_min_left.min(left);
+        self.window_frames += frames;
+        if self.window_frames >= self.window {
+            if self.on {
+                self.trim = self.window_min_left.saturating_sub(self.target);
+            }
+            self.window_min_left = usize::MAX;
+            self.window_frames = 0;
         }
     }
 }
@@ -127,10 +180,12 @@ pub struct OutputCallback {
     consumer: Consumer<f32>,
     channels: usize,
     start_frames: usize,
+    trimmer: Trimmer,
     counters: Arc<Counters>,
     /// Input and output device rates (Hz), to convert frame counts to seconds for the latency.
     in_rate: f64,
     out_rate: f64,
+    epoch: Instant,
 }
 
 impl OutputCallback {
@@ -141,15 +196,31 @@ impl OutputCallback {
         counters: Arc<Counters>,
         in_rate: u32,
         out_rate: u32,
+        epoch: Instant,
     ) -> OutputCallback {
         OutputCallback {
             consumer,
             channels: usize::from(channels.max(1)),
             start_frames,
+            trimmer: Trimmer {
+                window_min_left: usize::MAX,
+                window_frames: 0,
+                window: (out_rate / 2).max(1) as usize,
+                trim: 0,
+                on: true,
+                target: start_frames,
+            },
             counters,
             in_rate: f64::from(in_rate.max(1)),
             out_rate: f64::from(out_rate.max(1)),
+            epoch,
         }
+    }
+
+    /// Turns latency trimming on (the default) or off (lossless runs keep every frame).
+    pub fn with_trimming(mut self, on: bool) -> OutputCallback {
+        self.trimmer.on = on;
+        self
     }
 
     /// One callback: fills `data` (interleaved, `frames × channels` samples).
@@ -168,8 +239,18 @@ impl OutputCallback {
             }
             c.playing.store(true, Relaxed);
         }
-        self.measure_latency();
+        let mut avail = avail;
+        if self.trimmer.trim > 0 {
+            let k = self.trimmer.trim.min(avail);
+            if let Ok(chunk) = self.consumer.read_chunk(k) {
+                chunk.commit_all();
+                c.trimmed_frames.fetch_add(k as u64, Relaxed);
+                avail -= k;
+            }
+            self.trimmer.trim = 0;
+        }
         let n = frames.min(avail);
+        self.trimmer.track(avail - n, frames);
         if let Ok(chunk) = self.consumer.read_chunk(n) {
             let (a, b) = chunk.as_slices();
             for (frame, &x) in data.chunks_exact_mut(ch).zip(a.iter().chain(b)) {
@@ -179,23 +260,33 @@ impl OutputCallback {
         }
         data[n * ch..].fill(T::EQUILIBRIUM);
         c.played_frames.fetch_add(n as u64, Relaxed);
-        if n < frames {
+        if n > 0 {
+            self.measure_latency();
+        }
+        if n < frames && !c.finished.load(Relaxed) {
             c.underruns.fetch_add(1, Relaxed);
             c.underrun_frames.fetch_add((frames - n) as u64, Relaxed);
         }
     }
 
-    /// Latency of the next frame to play: its capture time to now, i.e. frames captured (less
-    /// those dropped) minus frames played (plus those dropped after the model), in seconds.
+    /// The added latency of the last frame just handed to the device: from its arrival with an
+    /// input block (the last block's arrival time, less the frames captured after it at the
+    /// input rate) to now. The device buffers on either side are not included.
     fn measure_latency(&self) {
         let c = &*self.counters;
+        let arrival_ns = c.last_arrival_ns.load(Relaxed);
         let captured = c
             .captured_frames
             .load(Relaxed)
             .saturating_sub(c.overrun_frames.load(Relaxed))
             .saturating_sub(c.dropped_oldest_frames.load(Relaxed));
-        let played = c.played_frames.load(Relaxed) + c.dropped_output_frames.load(Relaxed);
-        let lat_s = captured as f64 / self.in_rate - played as f64 / self.out_rate;
+        let handed = c.played_frames.load(Relaxed)
+            + c.dropped_output_frames.load(Relaxed)
+            + c.trimmed_frames.load(Relaxed);
+        // (captured − handed) frames arrived after the last one handed over.
+        let after_s = captured as f64 / self.in_rate - handed as f64 / self.out_rate;
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        let lat_s = now_ns.saturating_sub(arrival_ns) as f64 * 1e-9 + after_s;
         if lat_s >= 0.0 && lat_s.is_finite() {
             let us = (lat_s * 1e6) as u64;
             c.latency_sum_us.fetch_add(us, Relaxed);
@@ -213,7 +304,7 @@ mod tests {
     fn input_downmixes_and_counts_overruns() {
         let counters = Counters::new();
         let (p, mut c) = ring(3);
-        let mut cb = InputCallback::new(p, 2, counters.clone());
+        let mut cb = InputCallback::new(p, 2, counters.clone(), Instant::now());
         cb.process::<f32>(&[1.0, 0.0, 0.5, 0.5]);
         cb.process::<i16>(&[16384, 16384, 0, 0, 0, 0]);
         assert_eq!(c.pop().unwrap(), 0.5);
@@ -229,7 +320,7 @@ mod tests {
     fn output_waits_for_start_then_counts_underruns() {
         let counters = Counters::new();
         let (mut p, c) = ring(16);
-        let mut cb = OutputCallback::new(c, 2, 3, counters.clone(), 48_000, 48_000);
+        let mut cb = OutputCallback::new(c, 2, 3, counters.clone(), 48_000, 48_000, Instant::now());
         p.push(0.25).unwrap();
         let mut buf = [1.0f32; 4];
         cb.process(&mut buf);

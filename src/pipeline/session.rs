@@ -87,6 +87,7 @@ pub fn run_live_with(
     crate::audio::check_sample_rate("model rate", model_rate)?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let counters = Counters::new();
+    let epoch = Instant::now();
     let source_done = Arc::new(AtomicBool::new(false));
 
     // Input: a file (decoded now) or a device (configured now, started last).
@@ -131,6 +132,10 @@ pub fn run_live_with(
     };
     let in_buffer = buffer_frames(in_rate, input_dev.as_ref().map(|d| &d.1));
     let out_buffer = buffer_frames(out_rate, output_dev.as_ref().map(|d| &d.1));
+    let out_start = o
+        .jitter_ms
+        .map_or(out_buffer, |ms| (ms * f64::from(out_rate) / 1e3) as usize)
+        .min(out_rate as usize);
     let stop_after_frames = o.seconds.map(|s| (s * f64::from(in_rate)).round() as u64);
 
     // Rings: lossless input holds the whole run; live input holds 1 s (the worker keeps it
@@ -161,6 +166,7 @@ pub fn run_live_with(
             in_prod.take().expect("producer"),
             setup.config.channels,
             counters.clone(),
+            epoch,
         );
         source_stream = Some(device::build_input(d, *setup, cb, events_tx.clone())?);
         desc += &format!(
@@ -179,11 +185,13 @@ pub fn run_live_with(
         let cb = OutputCallback::new(
             out_cons,
             setup.config.channels,
-            out_buffer.min(out_rate as usize),
+            out_start,
             counters.clone(),
             in_rate,
             out_rate,
-        );
+            epoch,
+        )
+        .with_trimming(!o.lossless);
         sink_stream = Some(device::build_output(d, *setup, cb, events_tx.clone())?);
         desc += &format!(
             " → output {} ({} ch, {} Hz, {}, buffer {out_buffer} frames)",
@@ -205,6 +213,10 @@ pub fn run_live_with(
             lossless: o.lossless,
             max_backlog_frames: ((o.max_latency_ms * f64::from(in_rate) / 1e3) as usize)
                 .max(in_buffer),
+            max_output_queue_frames: (o.max_latency_ms * f64::from(out_rate) / 1e3) as usize
+                + out_start
+                + out_buffer,
+            resampler_taps: o.resampler_taps,
             stop_after_frames,
         },
         WorkerIo {
@@ -221,7 +233,8 @@ pub fn run_live_with(
     )?;
     let resampler_delay_ms = worker.resampler_delay_ms();
     desc += &format!(
-        "; model rate {model_rate} Hz, resampler delay {resampler_delay_ms:.2} ms{}",
+        "; model rate {model_rate} Hz, resampler delay {resampler_delay_ms:.2} ms, jitter margin {:.1} ms{}",
+        out_start as f64 * 1e3 / f64::from(out_rate),
         if o.lossless { ", lossless" } else { "" }
     );
     on_report(Report::Started(&desc));
@@ -240,6 +253,7 @@ pub fn run_live_with(
                     p,
                     &counters,
                     &stop,
+                    epoch,
                 );
                 done.store(true, Relaxed);
             })?)
@@ -329,6 +343,11 @@ fn check_options(o: &LiveOptions) -> Result<()> {
             "max-latency-ms",
             format!("must be > 0, got {}", o.max_latency_ms),
         );
+    }
+    if let Some(j) = o.jitter_ms {
+        if !(j >= 0.0 && j <= 1000.0) {
+            return bad("jitter-ms", format!("must be in 0..=1000, got {j}"));
+        }
     }
     if o.buffer_frames == Some(0) {
         return bad("buffer", "must be ≥ 1 frame".into());
@@ -450,14 +469,13 @@ fn control_loop(
 /// Waits until the speaker has played everything the worker produced (at most the queue's
 /// duration plus one second, or until stopped again).
 fn drain_output(counters: &Counters, out_rate: u32, stop: &AtomicBool) {
-    let queued = counters
-        .produced_frames
-        .load(Relaxed)
-        .saturating_sub(counters.played_frames.load(Relaxed));
+    let queued = counters.produced_frames.load(Relaxed).saturating_sub(
+        counters.played_frames.load(Relaxed) + counters.trimmed_frames.load(Relaxed),
+    );
     let deadline =
         Instant::now() + Duration::from_secs_f64(1.0 + queued as f64 / f64::from(out_rate));
     while Instant::now() < deadline && !stop.load(Relaxed) {
-        let played = counters.played_frames.load(Relaxed);
+        let played = counters.played_frames.load(Relaxed) + counters.trimmed_frames.load(Relaxed);
         if played >= counters.produced_frames.load(Relaxed) && counters.playing.load(Relaxed) {
             break;
         }
@@ -467,6 +485,7 @@ fn drain_output(counters: &Counters, out_rate: u32, stop: &AtomicBool) {
 
 /// Pushes `samples` into the input ring in blocks of `block` frames: at their real-time pace,
 /// or as fast as the ring takes them when `lossless`. Counts like an input callback.
+#[allow(clippy::too_many_arguments)]
 fn feed_file(
     samples: &[f32],
     rate: u32,
@@ -475,6 +494,7 @@ fn feed_file(
     mut ring: Producer<f32>,
     counters: &Counters,
     stop: &AtomicBool,
+    epoch: Instant,
 ) {
     let start = Instant::now();
     for (k, chunk) in samples.chunks(block).enumerate() {
@@ -490,9 +510,7 @@ fn feed_file(
         let mut rest = chunk;
         loop {
             let (pushed, left) = ring.push_partial_slice(rest);
-            counters
-                .captured_frames
-                .fetch_add(pushed.len() as u64, Relaxed);
+            counters.arrived(pushed.len() as u64, epoch.elapsed().as_nanos() as u64);
             rest = left;
             if rest.is_empty() || stop.load(Relaxed) {
                 break;
@@ -502,9 +520,7 @@ fn feed_file(
                 counters
                     .overrun_frames
                     .fetch_add(rest.len() as u64, Relaxed);
-                counters
-                    .captured_frames
-                    .fetch_add(rest.len() as u64, Relaxed);
+                counters.arrived(rest.len() as u64, epoch.elapsed().as_nanos() as u64);
                 break;
             }
             std::thread::sleep(Duration::from_micros(500));

@@ -35,6 +35,13 @@ pub struct WorkerConfig {
     /// Input frames (at `in_rate`) allowed to wait in the input ring; beyond it the oldest are
     /// skipped (drop-oldest) unless `lossless`.
     pub max_backlog_frames: usize,
+    /// Output frames allowed to wait for the speaker (produced, not yet played); beyond it new
+    /// output is dropped unless `lossless` (bounds latency when the output device consumes
+    /// slower than the input device delivers, e.g. two clocks drifting apart).
+    pub max_output_queue_frames: usize,
+    /// Sinc taps of both resamplers: 256 equals the offline `resample` (10.6 ms of look-ahead
+    /// for 48 ↔ 16 kHz); 64 cuts that to 2.6 ms.
+    pub resampler_taps: usize,
     /// Stop after this many input frames (`--seconds`); `None`: until stopped or the source ends.
     pub stop_after_frames: Option<u64>,
 }
@@ -89,8 +96,15 @@ impl Worker {
     /// [`crate::Error::InvalidArgument`] for unsupported rates.
     pub fn new(cfg: WorkerConfig, io: WorkerIo, processor: Box<dyn Processor>) -> Result<Worker> {
         // 1 ms chunks: each resampler adds at most 1 ms of buffering on top of its filter delay.
-        let rs_in = StreamingResampler::new(cfg.in_rate, cfg.model_rate, chunk(cfg.in_rate))?;
-        let rs_out = StreamingResampler::new(cfg.model_rate, cfg.out_rate, chunk(cfg.model_rate))?;
+        let taps = cfg.resampler_taps;
+        let rs_in =
+            StreamingResampler::with_taps(cfg.in_rate, cfg.model_rate, chunk(cfg.in_rate), taps)?;
+        let rs_out = StreamingResampler::with_taps(
+            cfg.model_rate,
+            cfg.out_rate,
+            chunk(cfg.model_rate),
+            taps,
+        )?;
         let model_cap = BLOCK_FRAMES * cfg.model_rate as usize / cfg.in_rate as usize
             + 2 * rs_in.max_output_frames()
             + 16;
@@ -194,6 +208,7 @@ impl Worker {
         self.rs_in.flush(&mut self.buf_model)?;
         self.model_block_then(true)?;
         busy += t0.elapsed();
+        self.io.counters.finished.store(true, Relaxed);
         self.summary.busy_s = busy.as_secs_f64();
         Ok(self.summary)
     }
@@ -237,6 +252,19 @@ impl Worker {
         };
         let c = &self.io.counters;
         let mut rest = out;
+        if !self.cfg.lossless {
+            let queued = c
+                .produced_frames
+                .load(Relaxed)
+                .saturating_sub(c.played_frames.load(Relaxed) + c.trimmed_frames.load(Relaxed))
+                as usize;
+            let excess = (queued + rest.len()).saturating_sub(self.cfg.max_output_queue_frames);
+            if excess > 0 && c.playing.load(Relaxed) {
+                let n = excess.min(rest.len());
+                c.dropped_output_frames.fetch_add(n as u64, Relaxed);
+                rest = &rest[n..];
+            }
+        }
         loop {
             let (pushed, left) = p.push_partial_slice(rest);
             c.produced_frames.fetch_add(pushed.len() as u64, Relaxed);
@@ -281,6 +309,8 @@ mod tests {
             out_rate: 16_000,
             lossless: false,
             max_backlog_frames: 1000,
+            max_output_queue_frames: 1000,
+            resampler_taps: 256,
             stop_after_frames: None,
         };
         let io = WorkerIo {
