@@ -73,6 +73,10 @@ pub struct Args {
     /// look-ahead for 48 <-> 16 kHz); 64 cuts the look-ahead to 2.6 ms
     #[arg(long, default_value_t = 256)]
     resampler_taps: usize,
+    /// Run the worker thread with real-time scheduling (SCHED_FIFO; needs root or
+    /// CAP_SYS_NICE, else it runs normally and says so)
+    #[arg(long)]
+    realtime_priority: bool,
     /// Never drop: wait instead (for files or fake devices running faster than real time;
     /// with a device as input it needs --seconds)
     #[arg(long)]
@@ -128,6 +132,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     o.max_latency_ms = a.max_latency_ms;
     o.jitter_ms = a.jitter_ms;
     o.resampler_taps = a.resampler_taps;
+    o.realtime_priority = a.realtime_priority;
     o.continue_options = ContinueOptions {
         silence_ms: a.silence_ms,
         threshold_db: a.threshold_db,
@@ -165,9 +170,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let s = &r.stats;
     println!(
-        "live: {:.2} s of input, worker real-time factor {:.3}, underruns {}, overruns {}, dropped input {} output {} frames; rates {} → {} → {} Hz, resampler delay {:.2} ms",
+        "live: {:.2} s of input, worker real-time factor {:.3}{}, underruns {}, overruns {}, dropped input {} output {} frames; rates {} → {} → {} Hz, resampler delay {:.2} ms",
         r.worker.input_frames as f64 / f64::from(r.in_rate),
         r.real_time_factor,
+        if r.worker.realtime { " (SCHED_FIFO)" } else { "" },
         s.underruns,
         s.overruns,
         s.dropped_input_frames,

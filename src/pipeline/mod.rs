@@ -94,6 +94,8 @@ pub struct LiveOptions {
     /// Sinc taps of the streaming resamplers: 256 (default) gives exactly the offline path's
     /// numbers; fewer taps (a multiple of 8, ≥ 16) cut the filters' look-ahead.
     pub resampler_taps: usize,
+    /// Run the worker thread with real-time (SCHED_FIFO) scheduling where permitted.
+    pub realtime_priority: bool,
     pub continue_options: ContinueOptions,
 }
 
@@ -117,6 +119,7 @@ impl LiveOptions {
             max_latency_ms: 100.0,
             jitter_ms: None,
             resampler_taps: 256,
+            realtime_priority: false,
             continue_options: ContinueOptions::default(),
         }
     }

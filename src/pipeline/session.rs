@@ -217,6 +217,7 @@ pub fn run_live_with(
                 + out_start
                 + out_buffer,
             resampler_taps: o.resampler_taps,
+            realtime_priority: o.realtime_priority,
             stop_after_frames,
         },
         WorkerIo {

@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     /// Sinc taps of both resamplers: 256 equals the offline `resample` (10.6 ms of look-ahead
     /// for 48 ↔ 16 kHz); 64 cuts that to 2.6 ms.
     pub resampler_taps: usize,
+    /// Ask for real-time (SCHED_FIFO) scheduling of the worker thread.
+    pub realtime_priority: bool,
     /// Stop after this many input frames (`--seconds`); `None`: until stopped or the source ends.
     pub stop_after_frames: Option<u64>,
 }
@@ -73,6 +75,8 @@ pub struct WorkerSummary {
     pub busy_s: f64,
     /// Output samples skipped as resampler warm-up (model-rate in, output-rate out).
     pub warmup_skipped: (usize, usize),
+    /// Whether the worker ran with real-time scheduling.
+    pub realtime: bool,
 }
 
 /// The worker's resamplers, processor and pre-allocated buffers.
@@ -142,6 +146,9 @@ impl Worker {
     /// # Errors
     /// Only a resampler's internal error.
     pub fn run(mut self) -> Result<WorkerSummary> {
+        if self.cfg.realtime_priority {
+            self.summary.realtime = realtime_priority();
+        }
         let mut busy = Duration::ZERO;
         loop {
             if self.io.stop.load(Relaxed) {
@@ -282,6 +289,19 @@ impl Worker {
     }
 }
 
+/// Moves the calling thread to SCHED_FIFO (priority 10); false where not permitted.
+#[cfg(target_os = "linux")]
+fn realtime_priority() -> bool {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sets the scheduling policy of the calling thread with a valid parameter struct.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn realtime_priority() -> bool {
+    false
+}
+
 /// Resampler chunk: 1 ms of input (at least 8 samples).
 fn chunk(rate: u32) -> usize {
     (rate as usize / 1000).max(8)
@@ -311,6 +331,7 @@ mod tests {
             max_backlog_frames: 1000,
             max_output_queue_frames: 1000,
             resampler_taps: 256,
+            realtime_priority: false,
             stop_after_frames: None,
         };
         let io = WorkerIo {
