@@ -65,20 +65,7 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
             reason: format!("must be > 0, got {}", job.seconds),
         });
     }
-    let dir = job
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::Io {
-            path: dir.to_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "output directory does not exist",
-            ),
-        });
-    }
+    audio::check_output_dir(&job.out)?;
     let model = crate::model::checkpoint::load(&job.model, job.device)?;
     let rate = model.audio.sample_rate;
     let (prompt_audio, prompt_rate) = match &job.prompt {
@@ -131,24 +118,30 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
     })
 }
 
-/// The bundled default model: `$WAVEMAMBA_MODEL`, else `models/default` next to the binary's
-/// checkout, else `models/default` under the current directory.
+/// The bundled default model: `$WAVEMAMBA_MODEL`, else [`bundled_model_dir`]`("default")`.
 pub fn default_model_dir() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("WAVEMAMBA_MODEL") {
-        return p.into();
+    match std::env::var_os("WAVEMAMBA_MODEL") {
+        Some(p) => p.into(),
+        None => bundled_model_dir("default"),
     }
+}
+
+/// A bundled model `models/NAME`: next to the binary's checkout, else in this crate's source
+/// tree, else under the current directory.
+pub fn bundled_model_dir(name: &str) -> std::path::PathBuf {
     let candidates = [
         std::env::current_exe()
             .ok()
-            .and_then(|e| Some(e.parent()?.parent()?.parent()?.join("models/default"))),
-        Some(std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/models/default"
-        ))),
+            .and_then(|e| Some(e.parent()?.parent()?.parent()?.join("models").join(name))),
+        Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .join(name),
+        ),
     ];
     candidates
         .into_iter()
         .flatten()
         .find(|p| p.is_dir())
-        .unwrap_or_else(|| "models/default".into())
+        .unwrap_or_else(|| std::path::Path::new("models").join(name))
 }

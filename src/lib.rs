@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod continuation;
 pub mod data;
+pub mod denoise;
 pub mod device;
 pub mod error;
 pub mod eval;

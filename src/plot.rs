@@ -108,11 +108,13 @@ pub fn line_chart(
     })
 }
 
-/// Reads `metrics.jsonl` and draws the training loss and validation NLL (bits/sample) vs step.
+/// Training curves from a run's `metrics.jsonl`: the training loss and the validation score on one
+/// chart at `png` when they share a unit (NLL in bits), else the loss at `png` and the validation
+/// score beside it in `valid.png`.
 ///
 /// # Errors
-/// [`Error::Io`].
-pub fn loss_curves(metrics: &Path, png: &Path) -> Result<()> {
+/// [`Error::Io`] if the metrics cannot be read; plotting errors.
+pub fn loss_curves(metrics: &Path, png: &Path, metric: &crate::train::Metric) -> Result<()> {
     let text = std::fs::read_to_string(metrics).map_err(|source| Error::Io {
         path: metrics.to_owned(),
         source,
@@ -125,30 +127,45 @@ pub fn loss_curves(metrics: &Path, png: &Path) -> Result<()> {
         let Some(step) = v["step"].as_f64() else {
             continue;
         };
-        if let Some(l) = v["loss_bits"].as_f64() {
+        if let Some(l) = v[metric.loss_key].as_f64() {
             train.push((step, l));
         }
-        if let Some(l) = v["valid_bits"].as_f64() {
+        if let Some(l) = v[metric.valid_key].as_f64() {
             valid.push((step, l));
         }
+    }
+    let train = Series {
+        label: "train",
+        points: &train,
+        color: RGBColor(31, 119, 180),
+    };
+    let valid = Series {
+        label: "validation",
+        points: &valid,
+        color: RGBColor(214, 39, 40),
+    };
+    if metric.loss_unit == metric.valid_unit {
+        return line_chart(
+            png,
+            "wavemamba training",
+            "step",
+            metric.loss_unit,
+            &[train, valid],
+        );
     }
     line_chart(
         png,
         "wavemamba training",
         "step",
-        "NLL (bits/sample)",
-        &[
-            Series {
-                label: "train",
-                points: &train,
-                color: RGBColor(31, 119, 180),
-            },
-            Series {
-                label: "validation",
-                points: &valid,
-                color: RGBColor(214, 39, 40),
-            },
-        ],
+        metric.loss_unit,
+        &[train],
+    )?;
+    line_chart(
+        &png.with_file_name("valid.png"),
+        "wavemamba validation",
+        "step",
+        metric.valid_unit,
+        &[valid],
     )
 }
 

@@ -184,6 +184,89 @@ fn fake_devices_passthrough_equals_offline_resampling() {
     assert!(max_abs_diff(&r.samples[..n], &offline[..n]) < 1e-4);
 }
 
+/// A randomly initialised denoiser (`tiny`, weights perturbed) saved to `dir`.
+fn random_denoiser(dir: &std::path::Path) {
+    use tch::{Device, Tensor};
+    use wavemamba::config::{AudioConfig, MambaConfig, Task};
+    use wavemamba::model::{checkpoint, WaveMamba};
+    tch::manual_seed(11);
+    let audio = AudioConfig {
+        task: Task::Denoise,
+        ..AudioConfig::default()
+    };
+    let m = WaveMamba::new(MambaConfig::preset("tiny").unwrap(), audio, Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        for (_, mut v) in m.vs.variables() {
+            let _ = v.f_add_(&(Tensor::randn_like(&v) * 0.1)).unwrap();
+        }
+    });
+    checkpoint::save(&m, dir).unwrap();
+}
+
+/// Denoise mode: the fake speaker's capture equals offline denoising of the same input —
+/// `wavemamba denoise` (16-bit output) and the float path it runs (resample → `denoise_samples`
+/// → resample) — once the fake devices' gaps are stripped; the worker skips the resamplers'
+/// known warm-up delay, so no shift remains.
+#[test]
+fn fake_devices_denoise_equals_offline_denoise() {
+    let f = fake("live-denoise");
+    let model_dir = f.dir.join("denoiser");
+    random_denoiser(&model_dir);
+    let x = signal();
+    let (out, heard) = run_fake(
+        &f,
+        &x,
+        &["--mode", "denoise", "--model", model_dir.to_str().unwrap()],
+    );
+    assert_ok(&out);
+    let model = wavemamba::model::checkpoint::load(&model_dir, tch::Device::Cpu).unwrap();
+    let y16 =
+        wavemamba::denoise::denoise_samples(&model, &resample(&x, RATE, 16_000).unwrap()).unwrap();
+    let offline = resample(&y16, 16_000, RATE).unwrap();
+    assert!(heard.len() >= x.len(), "{} < {}", heard.len(), x.len());
+    let n = x.len() - 200;
+    let level = offline[..n].iter().map(|v| v.abs()).sum::<f32>() / n as f32;
+    assert!(
+        level > 1e-3,
+        "a silent denoiser output proves nothing: {level}"
+    );
+    let d = max_abs_diff(&heard[..n], &offline[..n]);
+    eprintln!("denoise: mean |y| {level:.4}, speaker vs offline max diff {d:.2e}");
+    assert!(d < 1e-4, "speaker vs offline denoise: max diff {d}");
+    // The CLI's offline denoise of the same file (16-bit WAV at the input rate).
+    let input = f.dir.join("in.wav");
+    let cli_out = f.dir.join("clean.wav");
+    write_wav(&input, &x, RATE, WavFormat::Float32).unwrap();
+    let o = Command::new(wavemamba_bin())
+        .args(["denoise", "--model", model_dir.to_str().unwrap()])
+        .arg(&input)
+        .arg(&cli_out)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let cli = read_audio(&cli_out).unwrap().samples;
+    let d = max_abs_diff(&heard[..n], &cli[..n]);
+    eprintln!("denoise: speaker vs `wavemamba denoise` max diff {d:.2e}");
+    assert!(d < 1e-4, "speaker vs `wavemamba denoise`: max diff {d}");
+    // A language model is refused by name of the task.
+    let (out, _) = run_fake(
+        &f,
+        &x[..4800],
+        &[
+            "--mode",
+            "denoise",
+            "--model",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models/default"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("denoise"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// Continue mode with a fixed schedule and seed: two runs give the same speaker output; the
 /// listen phases are silent and the continue phases are not.
 #[test]

@@ -123,7 +123,7 @@ fn loss_falls_on_generated_audio() {
         last < first - 1.0,
         "loss should fall clearly: first {first:.3} bits, last {last:.3} bits"
     );
-    let valid = summary.valid_bits.unwrap();
+    let valid = summary.valid.unwrap();
     assert!(valid < 7.0, "validation {valid:.3} bits/sample");
     // The best checkpoint and the step checkpoints are loadable model directories.
     checkpoint::load(&run.best_dir(), Device::Cpu).unwrap();

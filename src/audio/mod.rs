@@ -107,6 +107,29 @@ pub fn check_sample_rate(name: &'static str, sample_rate: u32) -> Result<()> {
     }
 }
 
+/// Checks, before any work, that the directory `path` will be written into exists, so a bad
+/// output path fails fast and never leaves a partial file.
+///
+/// # Errors
+/// [`Error::Io`] naming the missing directory.
+pub fn check_output_dir(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "output directory does not exist",
+            ),
+        })
+    }
+}
+
 /// An [`Error::Audio`] for `path`.
 pub(crate) fn audio_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Audio {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use wavemamba::continuation::default_model_dir;
+use wavemamba::continuation::{bundled_model_dir, default_model_dir};
 use wavemamba::pipeline::{
     self, parse_schedule, ContinueOptions, Event, LiveOptions, Mode, Report,
 };
@@ -114,7 +114,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let mode: Mode = a.mode.parse()?;
     let model = a.model.unwrap_or_else(|| match mode {
-        Mode::Denoise => default_model_dir().with_file_name("denoiser"),
+        Mode::Denoise => bundled_model_dir("denoiser"),
         _ => default_model_dir(),
     });
     let mut o = LiveOptions::new(mode, model);

@@ -2,6 +2,7 @@
 //! struct and a `run` that calls the library. No model or audio logic lives here.
 
 mod bench;
+mod denoise;
 mod eval;
 mod generate;
 mod info;
@@ -26,7 +27,7 @@ enum Command {
     /// Continue a WAV prompt (or generate unconditionally) and write a WAV file
     Generate(generate::Args),
     /// Denoise a WAV file with a trained denoiser
-    Denoise(Pending),
+    Denoise(denoise::Args),
     /// Run on a microphone in real time: denoise or continue what it hears
     Live(live::Args),
     /// Evaluate a model: NLL in bits per sample, or denoising quality
@@ -37,27 +38,15 @@ enum Command {
     Info(info::Args),
 }
 
-/// Arguments of a subcommand that is not built yet (accepted, then refused with a clear message).
-#[derive(Debug, clap::Args)]
-struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
-}
-
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args),
-        Command::Denoise(_) => not_implemented("denoise"),
+        Command::Denoise(args) => denoise::run(args),
         Command::Live(args) => live::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),
     }
-}
-
-fn not_implemented(command: &str) -> anyhow::Result<()> {
-    eprintln!("wavemamba {command}: not implemented yet");
-    std::process::exit(2);
 }

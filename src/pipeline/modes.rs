@@ -27,6 +27,12 @@ impl Processor for Passthrough {
     }
 }
 
+impl Processor for crate::stream::DenoiseEngine {
+    fn process(&mut self, x: f32) -> f32 {
+        crate::stream::DenoiseEngine::process(self, x)
+    }
+}
+
 /// What continue mode is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -381,9 +381,11 @@ fn make_processor(o: &LiveOptions) -> Result<(Box<dyn Processor>, u32)> {
             let p = ContinueProcessor::new(&model, &o.continue_options)?;
             Ok((Box::new(p), model.audio.sample_rate))
         }
-        Mode::Denoise => Err(Error::Config {
-            reason: "denoise mode needs the streaming denoiser (issue #9), not built yet".into(),
-        }),
+        Mode::Denoise => {
+            let model = crate::model::checkpoint::load(&o.model, tch::Device::Cpu)?;
+            let p = crate::stream::DenoiseEngine::new(&model)?;
+            Ok((Box::new(p), model.audio.sample_rate))
+        }
     }
 }
 

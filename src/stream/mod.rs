@@ -28,10 +28,12 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod buf;
+mod denoise;
 mod engine;
 mod kernels;
 mod weights;
 
+pub use denoise::DenoiseEngine;
 pub use engine::StepEngine;
 pub use weights::Dims;
 

@@ -163,9 +163,10 @@ impl TokenCorpus {
         Ok(corpus)
     }
 
-    /// A crop of `len` tokens from `files`, chosen by `key`: files are picked in proportion to their
-    /// length; a file shorter than `len` is right-padded with silence (mu-law 128).
-    fn crop(files: &[TokenFile], total: usize, key: u64, len: usize, out: &mut Vec<i64>) {
+    /// The tokens a crop of `len` chosen by `key` reads from `files` (`total` = their summed
+    /// length): a file picked in proportion to its length, then a uniform start; a file shorter
+    /// than `len` is returned whole (fewer than `len` tokens).
+    pub(crate) fn pick(files: &[TokenFile], total: usize, key: u64, len: usize) -> &[u8] {
         let r = splitmix64(key);
         let mut pos = (r % total.max(1) as u64) as usize;
         let file = files
@@ -185,9 +186,14 @@ impl TokenCorpus {
         } else {
             0
         };
-        let end = (start + len).min(n);
-        out.extend(file.tokens[start..end].iter().map(|&t| t as i64));
-        out.extend(std::iter::repeat_n(START_TOKEN, len - (end - start)));
+        &file.tokens[start..(start + len).min(n)]
+    }
+
+    /// A crop of `len` tokens (see [`TokenCorpus::pick`]), right-padded with silence (mu-law 128).
+    fn crop(files: &[TokenFile], total: usize, key: u64, len: usize, out: &mut Vec<i64>) {
+        let tokens = Self::pick(files, total, key, len);
+        out.extend(tokens.iter().map(|&t| t as i64));
+        out.extend(std::iter::repeat_n(START_TOKEN, len - tokens.len()));
     }
 }
 

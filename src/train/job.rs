@@ -7,16 +7,19 @@ use tch::Device;
 
 use super::corpus::TokenCorpus;
 use super::run_dir::RunDir;
-use super::{train, Start, TrainOptions, TrainSummary};
+use super::{train_objective, LmObjective, Metric, Objective, Start, TrainOptions, TrainSummary};
 use crate::config::{AudioConfig, MambaConfig, Task};
+use crate::denoise::mix::DenoiseData;
 use crate::model::WaveMamba;
 use crate::{Error, Result};
 
 /// Everything `wavemamba train` needs.
 #[derive(Debug, Clone)]
 pub struct TrainJob {
-    /// A token pack (`.wmtok`), or a directory / manifest of audio files.
+    /// A token pack (`.wmtok`), or a directory / manifest of audio files (speech for a denoiser).
     pub data: PathBuf,
+    /// Noise for task `denoise`: a token pack, directory or manifest.
+    pub noise: Option<PathBuf>,
     /// A preset name or a `config.json` path (ignored with `resume`).
     pub config: String,
     pub task: Task,
@@ -86,32 +89,34 @@ pub fn resolve_config(spec: &str) -> Result<MambaConfig> {
 /// Everything [`train`] and [`load_corpus`] can return; [`Error::Config`] for a task this build
 /// cannot train.
 pub fn run(job: &TrainJob) -> Result<TrainSummary> {
-    if job.task != Task::Lm {
-        return Err(Error::Config {
-            reason: "task 'denoise' is not available in this build yet (use --task lm)".into(),
-        });
-    }
     let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed, job.strict)?;
     corpus.valid_len = job.options.len;
     if let Some(pack) = &job.save_pack {
         corpus.save_pack(pack)?;
     }
-    let (train_n, valid_n) = corpus.samples();
-    eprintln!(
-        "data: {} train files ({:.2} h), {} validation files ({:.2} h) at {} Hz",
-        corpus.train.len(),
-        train_n as f64 / corpus.sample_rate as f64 / 3600.0,
-        corpus.valid.len(),
-        valid_n as f64 / corpus.sample_rate as f64 / 3600.0,
-        corpus.sample_rate
-    );
+    describe("data", &corpus);
+    let noise = match (job.task, &job.noise) {
+        (Task::Denoise, Some(path)) => {
+            let noise = load_corpus(path, job.sample_rate, job.options.seed ^ 0x401_5E, job.strict)?;
+            describe("noise", &noise);
+            Some(noise)
+        }
+        (Task::Denoise, None) => {
+            return Err(Error::InvalidArgument {
+                name: "noise",
+                reason: "task 'denoise' needs --noise DIR (a directory, manifest or token pack of noise recordings)".into(),
+            })
+        }
+        (Task::Lm, _) => None,
+    };
+    let train_n = corpus.samples().0;
     if job.options.steps == 0 {
         // Nothing to train: only the data work (e.g. --save-pack) was asked for.
         return Ok(TrainSummary {
             steps: 0,
-            final_loss_bits: f64::NAN,
-            valid_bits: None,
-            best_valid_bits: None,
+            final_loss: f64::NAN,
+            valid: None,
+            best_valid: None,
             elapsed_s: 0.0,
             samples_per_s: 0.0,
         });
@@ -130,15 +135,46 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         let audio = AudioConfig {
             sample_rate: job.sample_rate,
             task: job.task,
+            architecture: job.architecture.clone(),
+            pooling: job.pooling.clone(),
             ..AudioConfig::default()
         };
         let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
         eprintln!("model: {} parameters", model.num_parameters());
         Start::Fresh(model)
     };
-    let summary = train(&run, start, &mut corpus, &job.options)?;
-    record_provenance(&run.best_dir(), job, &summary, train_n, corpus.sample_rate)?;
+    let rate = corpus.sample_rate;
+    let (summary, metric) = match noise {
+        Some(noise) => {
+            let mut data = DenoiseData::new(corpus, noise, job.options.seed)?;
+            data.valid_len = job.options.len.max(1024) as usize;
+            let metric = data.metric();
+            (
+                train_objective(&run, start, &mut data, &job.options)?,
+                metric,
+            )
+        }
+        None => {
+            let mut lm = LmObjective::new(&mut corpus);
+            let metric = lm.metric();
+            (train_objective(&run, start, &mut lm, &job.options)?, metric)
+        }
+    };
+    record_provenance(&run.best_dir(), job, &summary, &metric, train_n, rate)?;
     Ok(summary)
+}
+
+fn describe(what: &str, c: &TokenCorpus) {
+    let (train_n, valid_n) = c.samples();
+    let hours = |n: usize| n as f64 / c.sample_rate as f64 / 3600.0;
+    eprintln!(
+        "{what}: {} train files ({:.2} h), {} validation files ({:.2} h) at {} Hz",
+        c.train.len(),
+        hours(train_n),
+        c.valid.len(),
+        hours(valid_n),
+        c.sample_rate
+    );
 }
 
 /// Writes data, steps, wall time, device and metrics into `best/wavemamba.json`.
@@ -146,6 +182,7 @@ fn record_provenance(
     best: &Path,
     job: &TrainJob,
     s: &TrainSummary,
+    metric: &Metric,
     train_samples: usize,
     rate: u32,
 ) -> Result<()> {
@@ -160,6 +197,7 @@ fn record_provenance(
     };
     audio.provenance = json!({
         "data": job.data.display().to_string(),
+        "noise": job.noise.as_ref().map(|n| n.display().to_string()),
         "train_hours": train_samples as f64 / rate as f64 / 3600.0,
         "steps": s.steps,
         "batch": job.options.batch,
@@ -172,10 +210,12 @@ fn record_provenance(
     .as_object()
     .cloned()
     .unwrap_or_default();
-    if let Some(v) = s.best_valid_bits {
-        audio
-            .metrics
-            .insert("valid_nll_bits_per_sample".into(), json!(v));
+    if let Some(v) = s.best_valid {
+        let key = match job.task {
+            Task::Lm => "valid_nll_bits_per_sample",
+            Task::Denoise => metric.valid_key,
+        };
+        audio.metrics.insert(key.into(), json!(v));
     }
     let text = serde_json::to_string_pretty(&audio).map_err(|e| Error::Config {
         reason: e.to_string(),

@@ -1,5 +1,8 @@
-//! Offline batch training: AdamW, warm-up + cosine schedule, gradient clipping, validation NLL,
-//! atomic checkpoints with exact resume, a progress bar and `metrics.jsonl`.
+//! Offline batch training: AdamW, warm-up + cosine schedule, gradient clipping, validation,
+//! atomic checkpoints with exact resume, a progress bar, `metrics.jsonl` and loss plots. What is
+//! learned (batches, loss, validation score) is an [`Objective`]: next-sample NLL for the language
+//! model ([`LmObjective`]), mixtures and waveform losses for the denoiser
+//! ([`crate::denoise::mix::DenoiseData`]).
 
 pub mod audio_corpus;
 pub mod corpus;
@@ -27,6 +30,90 @@ pub trait Batches {
     fn train_batch(&mut self, index: u64, batch: i64, len: i64) -> Result<Tensor>;
     /// The fixed validation set: a list of (b, len) token batches.
     fn valid_set(&mut self) -> Result<Vec<Tensor>>;
+}
+
+/// What a training run optimises: batches, their loss, and the validation score.
+pub trait Objective {
+    /// Training batch number `index` on the CPU: the tensors [`Objective::loss`] takes. Must be a
+    /// pure function of the objective's seed and `index` (exact resume).
+    fn train_batch(&mut self, index: u64, batch: i64, len: i64) -> Result<Vec<Tensor>>;
+    /// Differentiable scalar loss of a batch that is already on the model's device.
+    fn loss(&self, model: &WaveMamba, batch: &[Tensor]) -> Result<Tensor>;
+    /// The score on the fixed validation set (`None` without one).
+    fn validate(&mut self, model: &WaveMamba) -> Result<Option<f64>>;
+    /// Names, units and direction of the logged numbers.
+    fn metric(&self) -> Metric;
+}
+
+/// How an [`Objective`]'s numbers are logged and compared.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// `metrics.jsonl` key of the training loss, e.g. "loss_bits".
+    pub loss_key: &'static str,
+    /// Factor from the loss tensor's value to the logged one (nats → bits for the LM).
+    pub loss_scale: f64,
+    /// Human label of the training loss, e.g. "bits/sample".
+    pub loss_unit: &'static str,
+    /// `metrics.jsonl` key of the validation score, e.g. "valid_bits".
+    pub valid_key: &'static str,
+    /// Human label of the validation score, e.g. "bits/sample".
+    pub valid_unit: &'static str,
+    /// Whether a larger validation score is better (SI-SDR improvement) or worse (NLL).
+    pub higher_is_better: bool,
+}
+
+impl Metric {
+    /// Whether `new` beats `best`.
+    pub fn improves(&self, new: f64, best: Option<f64>) -> bool {
+        match best {
+            None => true,
+            Some(b) if self.higher_is_better => new > b,
+            Some(b) => new < b,
+        }
+    }
+}
+
+/// The language-model objective over a [`Batches`] source: next-sample NLL (bits), validation NLL.
+pub struct LmObjective<'a> {
+    pub data: &'a mut dyn Batches,
+    valid: Option<Vec<Tensor>>,
+}
+
+impl<'a> LmObjective<'a> {
+    pub fn new(data: &'a mut dyn Batches) -> Self {
+        LmObjective { data, valid: None }
+    }
+}
+
+impl Objective for LmObjective<'_> {
+    fn train_batch(&mut self, index: u64, batch: i64, len: i64) -> Result<Vec<Tensor>> {
+        Ok(vec![self.data.train_batch(index, batch, len)?])
+    }
+
+    fn loss(&self, model: &WaveMamba, batch: &[Tensor]) -> Result<Tensor> {
+        mean_nll_nats(model, &batch[0])
+    }
+
+    fn validate(&mut self, model: &WaveMamba) -> Result<Option<f64>> {
+        if self.valid.is_none() {
+            self.valid = Some(self.data.valid_set()?);
+        }
+        match self.valid.as_deref() {
+            Some(v) if !v.is_empty() => Ok(Some(validate(model, v)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        Metric {
+            loss_key: "loss_bits",
+            loss_scale: 1.0 / std::f64::consts::LN_2,
+            loss_unit: "bits/sample",
+            valid_key: "valid_bits",
+            valid_unit: "bits/sample",
+            higher_is_better: false,
+        }
+    }
 }
 
 /// Hyper-parameters and bookkeeping intervals.
@@ -67,9 +154,11 @@ pub enum Start {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainSummary {
     pub steps: u64,
-    pub final_loss_bits: f64,
-    pub valid_bits: Option<f64>,
-    pub best_valid_bits: Option<f64>,
+    /// The last training loss, in the objective's logged unit ([`Metric::loss_key`]).
+    pub final_loss: f64,
+    /// The last and the best validation scores ([`Metric::valid_key`]).
+    pub valid: Option<f64>,
+    pub best_valid: Option<f64>,
     pub elapsed_s: f64,
     pub samples_per_s: f64,
 }
@@ -98,24 +187,39 @@ pub fn validate(model: &WaveMamba, valid: &[Tensor]) -> Result<f64> {
     Ok(nats_to_bits(total / count.max(1) as f64))
 }
 
-/// Trains until `opts.steps` updates are done, checkpointing into `run`.
+/// Trains a language model on `data` until `opts.steps` updates are done (see [`train_objective`]).
 ///
 /// # Errors
-/// Data, kernel and I/O errors; [`Error::Training`] when the loss or the gradients stop being
-/// finite (the run stops before the bad update; no checkpoint is written from it).
+/// As [`train_objective`].
 pub fn train(
     run: &RunDir,
     start: Start,
     data: &mut dyn Batches,
     opts: &TrainOptions,
 ) -> Result<TrainSummary> {
+    train_objective(run, start, &mut LmObjective::new(data), opts)
+}
+
+/// Trains until `opts.steps` updates are done, checkpointing into `run`; the best validation
+/// score's model goes to `run.best_dir()`.
+///
+/// # Errors
+/// Data, kernel and I/O errors; [`Error::Training`] when the loss or the gradients stop being
+/// finite (the run stops before the bad update; no checkpoint is written from it).
+pub fn train_objective(
+    run: &RunDir,
+    start: Start,
+    objective: &mut dyn Objective,
+    opts: &TrainOptions,
+) -> Result<TrainSummary> {
+    let metric = objective.metric();
     let (model, mut opt, mut state) = match start {
         Start::Fresh(model) => {
             let opt = make_optimizer(&model);
             let state = TrainerState {
                 step: 0,
                 seed: opts.seed,
-                best_valid_bits: None,
+                best_valid: None,
                 elapsed_s: 0.0,
             };
             (model, opt, state)
@@ -126,11 +230,10 @@ pub fn train(
             found
         }
     };
-    let valid = data.valid_set()?;
     let bar = progress_bar(opts, state.step);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
-    let (mut last_loss_bits, mut valid_bits) = (f64::NAN, None);
+    let (mut last_loss, mut valid_score) = (f64::NAN, None);
     let mut window = (Instant::now(), 0u64);
 
     let stop_at = opts
@@ -139,10 +242,17 @@ pub fn train(
     while state.step < stop_at {
         let step = state.step;
         let lr = schedule::lr_at(step, opts.steps, opts.warmup, opts.lr, opts.min_lr_ratio);
-        let tokens = data
+        let batch: Vec<Tensor> = objective
             .train_batch(step, opts.batch, opts.len)?
-            .to_device(opts.device);
-        let loss = forward_loss(&model, &tokens, opts.device.is_cuda() && opts.bf16)?;
+            .iter()
+            .map(|t| t.to_device(opts.device))
+            .collect();
+        let loss = forward_loss(
+            objective,
+            &model,
+            &batch,
+            opts.device.is_cuda() && opts.bf16,
+        )?;
         let loss_nats = loss.double_value(&[]);
         if !loss_nats.is_finite() {
             return Err(Error::Training { step, reason: format!("loss is {loss_nats}; stopped before updating the weights (last good checkpoint kept)") });
@@ -155,34 +265,35 @@ pub fn train(
         opt.step(lr);
         state.step += 1;
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-        last_loss_bits = nats_to_bits(loss_nats);
+        last_loss = loss_nats * metric.loss_scale;
         window.1 += (opts.batch * opts.len) as u64;
         let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(state.step);
         bar.set_message(format!(
-            "loss {last_loss_bits:.3} bits  {:.0} samples/s",
-            rate
+            "{} {last_loss:.3}  {:.0} samples/s",
+            metric.loss_key, rate
         ));
 
         if state.step % opts.log_every.max(1) == 0 || state.step == stop_at {
-            run.log(&json!({"step": state.step, "loss_bits": last_loss_bits, "lr": lr, "grad_norm": grad_norm,
+            run.log(&json!({"step": state.step, metric.loss_key: last_loss, "lr": lr, "grad_norm": grad_norm,
                 "samples_per_s": rate, "elapsed_s": state.elapsed_s}))?;
             window = (Instant::now(), 0);
         }
         let last = state.step == stop_at;
-        if !valid.is_empty() && (state.step % opts.valid_every.max(1) == 0 || last) {
-            let v = validate(&model, &valid)?;
-            valid_bits = Some(v);
-            run.log(&json!({"step": state.step, "valid_bits": v}))?;
-            if state.best_valid_bits.is_none_or(|b| v < b) {
-                state.best_valid_bits = Some(v);
-                run.save_best(&model)?;
+        if state.step % opts.valid_every.max(1) == 0 || last {
+            if let Some(v) = objective.validate(&model)? {
+                valid_score = Some(v);
+                run.log(&json!({"step": state.step, metric.valid_key: v}))?;
+                if metric.improves(v, state.best_valid) {
+                    state.best_valid = Some(v);
+                    run.save_best(&model)?;
+                }
+                bar.println(format!(
+                    "step {}: validation {v:.4} {}",
+                    state.step, metric.valid_unit
+                ));
+                crate::plot::loss_curves(&run.metrics_path(), &run.root.join("loss.png"), &metric)?;
             }
-            bar.println(format!(
-                "step {}: validation {v:.4} bits/sample",
-                state.step
-            ));
-            crate::plot::loss_curves(&run.metrics_path(), &run.root.join("loss.png"))?;
         }
         if state.step % opts.ckpt_every.max(1) == 0 || last {
             run.save(&model, &opt, &state)?;
@@ -191,21 +302,26 @@ pub fn train(
     bar.finish_and_clear();
     Ok(TrainSummary {
         steps: state.step,
-        final_loss_bits: last_loss_bits,
-        valid_bits,
-        best_valid_bits: state.best_valid_bits,
+        final_loss: last_loss,
+        valid: valid_score,
+        best_valid: state.best_valid,
         elapsed_s: state.elapsed_s,
         samples_per_s: 0.0_f64
             .max((state.step as f64 * (opts.batch * opts.len) as f64) / state.elapsed_s.max(1e-9)),
     })
 }
 
-/// The training loss: mean NLL in nats, under bf16 autocast when asked (CUDA).
-fn forward_loss(model: &WaveMamba, tokens: &Tensor, bf16: bool) -> Result<Tensor> {
+/// The objective's loss, under bf16 autocast when asked (CUDA).
+fn forward_loss(
+    objective: &dyn Objective,
+    model: &WaveMamba,
+    batch: &[Tensor],
+    bf16: bool,
+) -> Result<Tensor> {
     if bf16 {
-        tch::autocast(true, || mean_nll_nats(model, tokens)).map(|l| l.to_kind(Kind::Float))
+        tch::autocast(true, || objective.loss(model, batch)).map(|l| l.to_kind(Kind::Float))
     } else {
-        mean_nll_nats(model, tokens)
+        objective.loss(model, batch)
     }
 }
 

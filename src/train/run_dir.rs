@@ -28,7 +28,10 @@ pub struct TrainerState {
     /// Updates completed; the next batch index is this value.
     pub step: u64,
     pub seed: u64,
-    pub best_valid_bits: Option<f64>,
+    /// The best validation score so far (bits/sample for a language model, SI-SDR improvement
+    /// in dB for a denoiser; older runs wrote it as `best_valid_bits`).
+    #[serde(alias = "best_valid_bits")]
+    pub best_valid: Option<f64>,
     pub elapsed_s: f64,
 }
 

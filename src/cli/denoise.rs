@@ -1,0 +1,54 @@
+//! `wavemamba denoise`
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use wavemamba::continuation::bundled_model_dir;
+use wavemamba::denoise::denoise_file;
+use wavemamba::device::parse_device;
+
+/// Remove noise from a recording with a causal Mamba denoiser.
+///
+/// The input is any WAV, FLAC or OGG file (any rate, any channels: channels are averaged); it is
+/// resampled to the model's rate, denoised sample by sample (causally, as in `wavemamba live`, but
+/// computed with the parallel scan), resampled back, and written as a 16-bit mono WAV at the
+/// input's rate. The output appears complete or not at all.
+///
+/// Example: wavemamba denoise noisy.wav clean.wav
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Input recording
+    input: PathBuf,
+    /// Output WAV file (its directory must exist)
+    output: PathBuf,
+    /// Denoiser model directory (default: the bundled models/denoiser)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print a JSON report instead of a sentence
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let dir = a.model.unwrap_or_else(|| bundled_model_dir("denoiser"));
+    let model = wavemamba::model::checkpoint::load(&dir, parse_device(&a.device)?)
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    let r = denoise_file(&model, &a.input, &a.output)
+        .with_context(|| format!("denoising {}", a.input.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "wrote {} ({:.1} s at {} Hz; model at {} Hz, {:.3}× real time)",
+            r.output.display(),
+            r.seconds,
+            r.sample_rate,
+            r.model_rate,
+            r.real_time_factor
+        );
+    }
+    Ok(())
+}
