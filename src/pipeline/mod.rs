@@ -19,6 +19,7 @@ pub mod control;
 pub mod modes;
 pub mod ring;
 mod session;
+mod source;
 pub mod worker;
 
 pub use control::{Event, Stats};
