@@ -113,7 +113,9 @@ pub fn list_devices() -> Result<String> {
 /// Supported configs, one line per (format, rate range) with the channel counts merged, e.g.
 /// `f32, 1–64 ch, 1–4294967295 Hz, buffer 1–2147483647 frames` (buffer of the fewest channels).
 fn config_lines(configs: &[cpal::SupportedStreamConfigRange]) -> Vec<String> {
-    let mut groups: Vec<((SampleFormat, u32, u32), u16, u16, SupportedBufferSize)> = Vec::new();
+    /// (format, min rate, max rate), fewest and most channels, buffer of the fewest.
+    type Group = ((SampleFormat, u32, u32), u16, u16, SupportedBufferSize);
+    let mut groups: Vec<Group> = Vec::new();
     for c in configs {
         let key = (c.sample_format(), c.min_sample_rate(), c.max_sample_rate());
         match groups.iter_mut().find(|g| g.0 == key) {

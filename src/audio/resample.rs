@@ -264,7 +264,7 @@ impl StreamingResampler {
         chunk_frames: usize,
         taps: usize,
     ) -> Result<StreamingResampler> {
-        if !(16..=256).contains(&taps) || taps % 8 != 0 {
+        if !(16..=256).contains(&taps) || !taps.is_multiple_of(8) {
             return Err(Error::InvalidArgument {
                 name: "taps",
                 reason: format!("must be a multiple of 8 in 16..=256, got {taps}"),

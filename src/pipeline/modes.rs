@@ -175,7 +175,7 @@ impl ContinueProcessor {
                 ),
             });
         }
-        if !(o.top_p > 0.0 && o.top_p <= 1.0) || !(o.temperature >= 0.0) {
+        if !(o.top_p > 0.0 && o.top_p <= 1.0) || o.temperature.is_nan() || o.temperature < 0.0 {
             return Err(Error::InvalidArgument {
                 name: "sampling",
                 reason: format!(

@@ -259,7 +259,7 @@ pub fn run_live_with(
                 done.store(true, Relaxed);
             })?)
         }
-        _ => Source::Device(source_stream.take().ok_or_else(|| unreachable_err())?),
+        _ => Source::Device(source_stream.take().ok_or_else(unreachable_err)?),
     };
     if let Some(s) = &sink_stream {
         s.play().map_err(|e| device_error(&output_dev, e))?;
@@ -346,7 +346,7 @@ fn check_options(o: &LiveOptions) -> Result<()> {
         );
     }
     if let Some(j) = o.jitter_ms {
-        if !(j >= 0.0 && j <= 1000.0) {
+        if !(0.0..=1000.0).contains(&j) {
             return bad("jitter-ms", format!("must be in 0..=1000, got {j}"));
         }
     }
