@@ -77,8 +77,8 @@ pub struct Args {
     /// (about 10 ms added latency instead of about 25 ms; no longer bit-equal to offline)
     #[arg(long)]
     low_latency: bool,
-    /// Run the worker thread with real-time scheduling (SCHED_FIFO; needs root or
-    /// CAP_SYS_NICE, else it runs normally and says so)
+    /// Run the worker and the device threads with real-time scheduling (SCHED_FIFO; needs root
+    /// or CAP_SYS_NICE, else it runs normally)
     #[arg(long)]
     realtime_priority: bool,
     /// Never drop: wait instead (for files or fake devices running faster than real time;

@@ -160,6 +160,8 @@ impl Recorder {
         let handle = std::thread::Builder::new()
             .name("wavemamba-record".into())
             .spawn(move || -> Result<u64> {
+                // File I/O never runs at real-time priority (see session.rs).
+                super::worker::set_thread_realtime(false);
                 let err = |e: hound::Error| Error::Audio {
                     path: final_path.clone(),
                     reason: format!("writing failed: {e}"),

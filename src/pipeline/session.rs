@@ -13,7 +13,7 @@ use super::control::{Event, Recorder, Stats, StatsWindow};
 use super::modes::{ContinueProcessor, Passthrough, Processor};
 use super::ring::{ring, Counters, InputCallback, OutputCallback};
 use super::source::feed_file;
-use super::worker::{Worker, WorkerConfig, WorkerIo, WorkerSummary};
+use super::worker::{set_thread_realtime, Worker, WorkerConfig, WorkerIo, WorkerSummary};
 use super::{LiveOptions, Mode};
 use crate::audio::device::{self, Direction};
 use crate::{Error, Result};
@@ -90,6 +90,10 @@ pub fn run_live_with(
     let epoch = Instant::now();
     let source_done = Arc::new(AtomicBool::new(false));
 
+    // With --realtime-priority the device threads that cpal creates from here on (PulseAudio's
+    // client and stream threads, ALSA's stream threads) inherit real-time scheduling from this
+    // thread, which goes back to normal once the streams are built.
+    let rt_devices = RealtimeWhileBuilding(o.realtime_priority && set_thread_realtime(true));
     // Input: a file (decoded now) or a device (configured now, started last).
     let host = if o.input_file.is_none() || !o.no_playback {
         Some(device::host(o.host.as_deref())?)
@@ -240,6 +244,7 @@ pub fn run_live_with(
     );
     on_report(Report::Started(&desc));
 
+    drop(rt_devices);
     let worker = spawn("wavemamba-worker", move || worker.run())?;
     let source = match (file, in_prod.take()) {
         (Some(a), Some(p)) => {
@@ -330,6 +335,17 @@ pub fn run_live_with(
         stats,
         recorded,
     })
+}
+
+/// Returns the building thread to normal scheduling when dropped (also on an early error).
+struct RealtimeWhileBuilding(bool);
+
+impl Drop for RealtimeWhileBuilding {
+    fn drop(&mut self) {
+        if self.0 {
+            set_thread_realtime(false);
+        }
+    }
 }
 
 fn check_options(o: &LiveOptions) -> Result<()> {

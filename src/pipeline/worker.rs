@@ -147,7 +147,7 @@ impl Worker {
     /// Only a resampler's internal error.
     pub fn run(mut self) -> Result<WorkerSummary> {
         if self.cfg.realtime_priority {
-            self.summary.realtime = realtime_priority();
+            self.summary.realtime = set_thread_realtime(true);
         }
         let mut busy = Duration::ZERO;
         loop {
@@ -289,16 +289,25 @@ impl Worker {
     }
 }
 
-/// Moves the calling thread to SCHED_FIFO (priority 10); false where not permitted.
+/// Moves the calling thread to real-time scheduling (SCHED_FIFO, priority 10) or back to the
+/// normal policy; false where not permitted. Threads inherit the policy of the thread that
+/// creates them, which is how the device threads of cpal get it (see `session.rs`).
 #[cfg(target_os = "linux")]
-fn realtime_priority() -> bool {
-    let param = libc::sched_param { sched_priority: 10 };
+pub(crate) fn set_thread_realtime(on: bool) -> bool {
+    let (policy, prio) = if on {
+        (libc::SCHED_FIFO, 10)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let param = libc::sched_param {
+        sched_priority: prio,
+    };
     // SAFETY: sets the scheduling policy of the calling thread with a valid parameter struct.
-    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0 }
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) == 0 }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn realtime_priority() -> bool {
+pub(crate) fn set_thread_realtime(_on: bool) -> bool {
     false
 }
 
