@@ -399,7 +399,7 @@ fn ctrl_c_stops_and_finalises_the_recording() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     // SAFETY: sends SIGINT to the child we spawned (still running: it reads a 10 s file).
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0, "kill failed");
@@ -410,5 +410,5 @@ fn ctrl_c_stops_and_finalises_the_recording() {
     assert_ok(&out);
     let r = read_audio(&rec).expect("a finished WAV file");
     let secs = r.duration_s();
-    assert!((0.5..5.0).contains(&secs), "recorded {secs} s");
+    assert!((1.0..8.0).contains(&secs), "recorded {secs} s");
 }

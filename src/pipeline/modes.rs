@@ -306,6 +306,61 @@ mod tests {
         }
     }
 
+    /// Voice, then silence: the model speaks after `silence_ms`, stops when voice returns, and
+    /// never speaks longer than `max_continue_ms`.
+    #[test]
+    fn continue_mode_follows_the_voice() {
+        let model = WaveMamba::new(
+            crate::config::MambaConfig::preset("tiny").unwrap(),
+            crate::config::AudioConfig::default(),
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        let o = ContinueOptions {
+            silence_ms: 100.0,
+            max_continue_ms: 300.0,
+            ..ContinueOptions::default()
+        };
+        let mut p = ContinueProcessor::new(&model, &o).unwrap();
+        let ms = |m: usize| m * 16; // samples at 16 kHz
+        let voice = |i: usize| 0.3 * ((i as f32) * 0.2).sin();
+        let mut phases = Vec::new();
+        // 200 ms voice, 600 ms silence, 200 ms voice, 100 ms silence
+        for i in 0..ms(1100) {
+            let x = if i < ms(200) || (ms(800)..ms(1000)).contains(&i) {
+                voice(i)
+            } else {
+                0.0
+            };
+            let y = p.process(x);
+            phases.push((p.phase(), y));
+        }
+        let at = |m: usize| phases[ms(m)].0;
+        assert_eq!(at(150), Phase::Listen); // voice
+        assert_eq!(at(250), Phase::Listen); // silence shorter than silence_ms
+        assert_eq!(at(350), Phase::Continue); // after 100 ms of silence
+        assert_eq!(at(650), Phase::Listen); // max_continue_ms reached at ~610 ms
+        assert_eq!(at(900), Phase::Listen); // voice again
+        assert_eq!(at(1050), Phase::Listen); // 50 ms of silence only
+        let speaking: Vec<f32> = phases[ms(320)..ms(600)].iter().map(|p| p.1).collect();
+        assert!(speaking.iter().any(|&y| y != 0.0), "the model said nothing");
+        assert!(
+            phases[..ms(300)].iter().all(|p| p.1 == 0.0),
+            "listening is silent"
+        );
+        // an LM is required
+        let den = WaveMamba::new(
+            crate::config::MambaConfig::preset("tiny").unwrap(),
+            crate::config::AudioConfig {
+                task: crate::config::Task::Denoise,
+                ..Default::default()
+            },
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        assert!(ContinueProcessor::new(&den, &o).is_err());
+    }
+
     #[test]
     fn detector_windows() {
         let mut d = Detector {
