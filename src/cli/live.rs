@@ -177,8 +177,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let s = &r.stats;
     println!(
-        "live: {:.2} s of input, worker real-time factor {:.3}{}, underruns {}, overruns {}, dropped input {} output {} frames; rates {} → {} → {} Hz, resampler delay {:.2} ms",
+        "live: {:.2} s of input, added latency {} ms (min {}), worker real-time factor {:.3}{}, underruns {}, overruns {}, dropped input {} output {} frames; rates {} → {} → {} Hz, resampler delay {:.2} ms",
         r.worker.input_frames as f64 / f64::from(r.in_rate),
+        s.latency_ms.map_or("-".into(), |l| format!("{l:.1}")),
+        s.latency_min_ms.map_or("-".into(), |l| format!("{l:.1}")),
         r.real_time_factor,
         if r.worker.realtime { " (SCHED_FIFO)" } else { "" },
         s.underruns,

@@ -78,6 +78,8 @@ pub struct StatsWindow {
     out_rate: f64,
     last_busy_ns: u64,
     last_frames: u64,
+    /// Latency over every window taken so far: sum of means × windows, windows, minimum (ms).
+    run_latency: (f64, u64, f64),
 }
 
 impl StatsWindow {
@@ -87,12 +89,23 @@ impl StatsWindow {
             out_rate: f64::from(out_rate),
             last_busy_ns: 0,
             last_frames: 0,
+            run_latency: (0.0, 0, f64::INFINITY),
         }
+    }
+
+    /// Mean of the windows' mean latencies and the smallest latency seen (ms), over the run.
+    pub fn run_latency_ms(&self) -> Option<(f64, f64)> {
+        let (sum, n, min) = self.run_latency;
+        (n > 0).then(|| (sum / n as f64, min))
     }
 
     /// Reads (and resets the windowed parts of) the counters.
     pub fn take(&mut self, c: &Counters, elapsed_s: f64) -> Stats {
         let latency = c.take_latency_ms();
+        if let Some((mean, min)) = latency {
+            let r = &mut self.run_latency;
+            *r = (r.0 + mean, r.1 + 1, r.2.min(min));
+        }
         let busy = c.worker_busy_ns.load(Relaxed);
         let frames = c.worker_frames.load(Relaxed);
         let audio_s = (frames - self.last_frames.min(frames)) as f64 / self.in_rate;

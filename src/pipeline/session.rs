@@ -42,7 +42,7 @@ pub struct LiveReport {
     pub worker: WorkerSummary,
     /// Worker time / audio time over the whole run.
     pub real_time_factor: f64,
-    /// Totals at the end (latency fields: the whole run's mean and minimum).
+    /// Totals at the end (latency: the mean of the once-a-second means, and the minimum).
     pub stats: Stats,
     /// Recorded files and their samples.
     pub recorded: Vec<(std::path::PathBuf, u64)>,
@@ -90,19 +90,19 @@ pub fn run_live_with(
     let epoch = Instant::now();
     let source_done = Arc::new(AtomicBool::new(false));
 
+    // Input: a file (decoded now) or a device (configured now, started last).
+    let file = match &o.input_file {
+        Some(p) => Some(crate::audio::read_audio(p)?),
+        None => None,
+    };
     // With --realtime-priority the device threads that cpal creates from here on (PulseAudio's
     // client and stream threads, ALSA's stream threads) inherit real-time scheduling from this
     // thread, which goes back to normal once the streams are built.
     let rt_devices = RealtimeWhileBuilding(o.realtime_priority && set_thread_realtime(true));
-    // Input: a file (decoded now) or a device (configured now, started last).
     let host = if o.input_file.is_none() || !o.no_playback {
         Some(device::host(o.host.as_deref())?)
     } else {
         None
-    };
-    let file = match &o.input_file {
-        Some(p) => Some(crate::audio::read_audio(p)?),
-        None => None,
     };
     let input_dev = match (&file, &host) {
         (None, Some(h)) => {
@@ -274,12 +274,13 @@ pub fn run_live_with(
     }
 
     let started = Instant::now();
+    let mut window = StatsWindow::new(in_rate, out_rate);
     let device_failure = control_loop(
         &events_rx,
         &counters,
         &stop,
         &worker,
-        StatsWindow::new(in_rate, out_rate),
+        &mut window,
         started,
         on_report,
     );
@@ -316,10 +317,9 @@ pub fn run_live_with(
             reason: format!("{message} (the run was stopped; recordings were finalised)"),
         });
     }
-    let mut stats =
-        StatsWindow::new(in_rate, out_rate).take(&counters, started.elapsed().as_secs_f64());
-    stats.latency_ms = None;
-    stats.latency_min_ms = None;
+    let mut stats = window.take(&counters, started.elapsed().as_secs_f64());
+    stats.latency_ms = window.run_latency_ms().map(|l| l.0);
+    stats.latency_min_ms = window.run_latency_ms().map(|l| l.1);
     let audio_s = summary.input_frames as f64 / f64::from(in_rate);
     Ok(LiveReport {
         in_rate,
@@ -444,7 +444,7 @@ fn control_loop(
     counters: &Counters,
     stop: &AtomicBool,
     worker: &JoinHandle<Result<WorkerSummary>>,
-    mut window: StatsWindow,
+    window: &mut StatsWindow,
     started: Instant,
     on_report: &mut dyn FnMut(Report),
 ) -> Option<(String, String)> {
