@@ -174,8 +174,8 @@ impl Trimmer {
 
 /// The output (speaker) callback body: pops mono f32 samples from the output ring and writes
 /// each to every channel of the device buffer; silence where the ring is short (an underrun once
-/// playback has started). Playback starts when the ring first holds `start_frames` (≤ the ring's
-/// capacity, else it never starts), a jitter margin against the worker's block-wise output.
+/// playback has started). Playback starts when the ring first holds a callback's frames plus
+/// `start_frames` (keep both well under the ring's capacity), a jitter margin against the worker's block-wise output.
 pub struct OutputCallback {
     consumer: Consumer<f32>,
     channels: usize,
@@ -233,7 +233,8 @@ impl OutputCallback {
         let c = &*self.counters;
         let avail = self.consumer.slots();
         if !c.playing.load(Relaxed) {
-            if avail < self.start_frames.max(1) {
+            // Start with enough for this callback plus the margin left queued after it.
+            if avail < self.start_frames + frames.max(1) {
                 data.fill(T::EQUILIBRIUM);
                 return;
             }
@@ -320,17 +321,19 @@ mod tests {
     fn output_waits_for_start_then_counts_underruns() {
         let counters = Counters::new();
         let (mut p, c) = ring(16);
-        let mut cb = OutputCallback::new(c, 2, 3, counters.clone(), 48_000, 48_000, Instant::now());
+        let mut cb = OutputCallback::new(c, 2, 1, counters.clone(), 48_000, 48_000, Instant::now());
         p.push(0.25).unwrap();
         let mut buf = [1.0f32; 4];
         cb.process(&mut buf);
-        assert_eq!(buf, [0.0; 4]); // below the start threshold: silence, no underrun
+        assert_eq!(buf, [0.0; 4]); // below 2 frames + margin 1: silence, no underrun
         assert_eq!(counters.underruns.load(Relaxed), 0);
         p.push(0.5).unwrap();
         p.push(0.75).unwrap();
-        let mut buf = [1.0f32; 8];
         cb.process(&mut buf);
-        assert_eq!(buf, [0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 0.0, 0.0]);
+        assert_eq!(buf, [0.25, 0.25, 0.5, 0.5]);
+        let mut buf = [1.0f32; 4];
+        cb.process(&mut buf);
+        assert_eq!(buf, [0.75, 0.75, 0.0, 0.0]);
         assert_eq!(counters.played_frames.load(Relaxed), 3);
         assert_eq!(counters.underruns.load(Relaxed), 1);
         assert_eq!(counters.underrun_frames.load(Relaxed), 1);
