@@ -62,6 +62,11 @@ pub enum Error {
     #[error("invalid value for {name}: {reason}")]
     InvalidArgument { name: &'static str, reason: String },
 
+    /// An audio device (cpal) that cannot be found, opened or kept running; `device` names it
+    /// (or the host when no device was chosen yet).
+    #[error("audio device {device}: {reason}")]
+    AudioDevice { device: String, reason: String },
+
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -17,6 +17,7 @@ pub mod generate;
 pub mod info;
 pub mod model;
 pub mod ops;
+pub mod pipeline;
 pub mod plot;
 pub mod rng;
 pub mod runtime;

@@ -1,5 +1,6 @@
 //! Audio in and out: decoding (WAV with `hound`; FLAC, OGG/Vorbis and the rarer WAV codecs with
-//! `symphonia`), WAV writing, resampling (`rubato`) and 8-bit mu-law on slices.
+//! `symphonia`), WAV writing, resampling (`rubato`), 8-bit mu-law on slices and sound devices
+//! (`cpal`, [`device`]).
 //!
 //! Everything returns mono `f32` in [-1, 1]: channels are averaged, integer PCM is scaled by
 //! 2^-(bits-1) (so 16-bit `k` decodes to exactly `k / 32768`), float samples beyond ±1 are clamped.
@@ -8,6 +9,7 @@
 
 mod compressed;
 mod decode;
+pub mod device;
 pub mod mulaw;
 mod resample;
 mod wav;

@@ -36,14 +36,24 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// Zeros to prepend so that the delay `(pad + HALF_TAPS)·to/from − 1` is a whole number.
 fn align_pad(from_hz: u32, to_hz: u32) -> u64 {
+    align_pad_taps(from_hz, to_hz, HALF_TAPS)
+}
+
+/// [`align_pad`] for a filter of `2·half` taps.
+fn align_pad_taps(from_hz: u32, to_hz: u32, half: u64) -> u64 {
     let step = u64::from(from_hz) / gcd(u64::from(from_hz), u64::from(to_hz));
-    (step - HALF_TAPS % step) % step
+    (step - half % step) % step
 }
 
 /// Output samples between an input sample entering and its resampled value leaving, with `pad`
 /// zeros prepended; rounded down when not whole.
 fn delay_out(pad: u64, from_hz: u32, to_hz: u32) -> u64 {
-    ((pad + HALF_TAPS) * u64::from(to_hz) / u64::from(from_hz)).saturating_sub(1)
+    delay_out_taps(pad, from_hz, to_hz, HALF_TAPS)
+}
+
+/// [`delay_out`] for a filter of `2·half` taps.
+fn delay_out_taps(pad: u64, from_hz: u32, to_hz: u32, half: u64) -> u64 {
+    ((pad + half) * u64::from(to_hz) / u64::from(from_hz)).saturating_sub(1)
 }
 
 /// rubato's defaults (256 taps, Blackman-Harris², automatic cutoff, cubic) with 1024× instead of
@@ -61,13 +71,22 @@ fn sinc_parameters() -> SincInterpolationParameters {
 const OVERSAMPLING: usize = 1024;
 
 fn new_sinc(from_hz: u32, to_hz: u32, chunk: usize) -> Result<Async<f32>> {
+    new_sinc_with(from_hz, to_hz, chunk, &sinc_parameters())
+}
+
+fn new_sinc_with(
+    from_hz: u32,
+    to_hz: u32,
+    chunk: usize,
+    params: &SincInterpolationParameters,
+) -> Result<Async<f32>> {
     let ratio = f64::from(to_hz) / f64::from(from_hz);
-    Async::<f32>::new_sinc(ratio, 1.0, &sinc_parameters(), chunk, 1, FixedAsync::Input).map_err(
-        |e| Error::InvalidArgument {
+    Async::<f32>::new_sinc(ratio, 1.0, params, chunk, 1, FixedAsync::Input).map_err(|e| {
+        Error::InvalidArgument {
             name: "resample",
             reason: format!("cannot build a {from_hz} → {to_hz} Hz resampler: {e}"),
-        },
-    )
+        }
+    })
 }
 
 fn rubato_err(e: impl std::fmt::Display) -> Error {
@@ -230,6 +249,28 @@ impl StreamingResampler {
     /// [`Error::InvalidArgument`] for a rate outside the supported range or `chunk_frames` 0 or
     /// above 1 048 576.
     pub fn new(from_hz: u32, to_hz: u32, chunk_frames: usize) -> Result<StreamingResampler> {
+        Self::with_taps(from_hz, to_hz, chunk_frames, 2 * HALF_TAPS as usize)
+    }
+
+    /// As [`new`](Self::new) with a sinc filter of `taps` taps instead of 256 (a multiple of 8
+    /// in 16..=256): fewer taps, less delay (the look-ahead is `taps / 2` input samples) and a
+    /// wider transition band. Only the 256-tap filter agrees with [`resample`].
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); [`Error::InvalidArgument`] for another `taps`.
+    pub fn with_taps(
+        from_hz: u32,
+        to_hz: u32,
+        chunk_frames: usize,
+        taps: usize,
+    ) -> Result<StreamingResampler> {
+        if !(16..=256).contains(&taps) || !taps.is_multiple_of(8) {
+            return Err(Error::InvalidArgument {
+                name: "taps",
+                reason: format!("must be a multiple of 8 in 16..=256, got {taps}"),
+            });
+        }
+        let half = taps as u64 / 2;
         check_sample_rate("from_hz", from_hz)?;
         check_sample_rate("to_hz", to_hz)?;
         if chunk_frames == 0 || chunk_frames > 1 << 20 {
@@ -249,14 +290,18 @@ impl StreamingResampler {
             output_total: 0,
         };
         if from_hz != to_hz {
-            let pad = align_pad(from_hz, to_hz);
+            let pad = align_pad_taps(from_hz, to_hz, half);
             s.pad = if pad as f64 / f64::from(from_hz) <= MAX_ALIGN_PAD_S {
                 pad
             } else {
                 0
             };
-            s.delay = delay_out(s.pad, from_hz, to_hz);
-            let resampler = new_sinc(from_hz, to_hz, chunk_frames)?;
+            s.delay = delay_out_taps(s.pad, from_hz, to_hz, half);
+            let params = SincInterpolationParameters {
+                oversampling_factor: OVERSAMPLING,
+                ..SincInterpolationParameters::new(taps, rubato::WindowFunction::BlackmanHarris2)
+            };
+            let resampler = new_sinc_with(from_hz, to_hz, chunk_frames, &params)?;
             let scratch = vec![0.0; resampler.output_frames_max()];
             s.inner = Some(Inner {
                 resampler,
@@ -394,6 +439,33 @@ mod tests {
         let a = resample(&x, 44_100, 16_000).unwrap();
         let _ = resample(&x[..777], 44_100, 16_000).unwrap();
         assert_eq!(resample(&x, 44_100, 16_000).unwrap(), a);
+    }
+
+    /// A short filter's delay is right too: a streamed Gaussian, its delay skipped, is centred
+    /// where it belongs.
+    #[test]
+    fn short_filters_report_their_delay() {
+        for (from, to) in [(48_000u32, 16_000u32), (16_000, 48_000), (44_100, 16_000)] {
+            let mut r = StreamingResampler::with_taps(from, to, 48, 64).unwrap();
+            let m = 1000.0f64;
+            let x: Vec<f32> = (0..4096)
+                .map(|i| (-((i as f64 - m) / 40.0).powi(2)).exp() as f32)
+                .collect();
+            let mut y = Vec::new();
+            r.process(&x, &mut y).unwrap();
+            r.flush(&mut y).unwrap();
+            let y = &y[r.delay_samples()..];
+            let s: f64 = y.iter().map(|&v| f64::from(v)).sum();
+            let c = y
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| i as f64 * f64::from(v))
+                .sum::<f64>()
+                / s;
+            let expect = m * f64::from(to) / f64::from(from);
+            assert!((c - expect).abs() < 0.05, "{from}->{to}: {c} vs {expect}");
+        }
+        assert!(StreamingResampler::with_taps(48_000, 16_000, 48, 60).is_err());
     }
 
     #[test]

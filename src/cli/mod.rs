@@ -6,6 +6,7 @@ mod denoise;
 mod eval;
 mod generate;
 mod info;
+mod live;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -28,7 +29,7 @@ enum Command {
     /// Denoise a WAV file with a trained denoiser
     Denoise(denoise::Args),
     /// Run on a microphone in real time: denoise or continue what it hears
-    Live(Pending),
+    Live(live::Args),
     /// Evaluate a model: NLL in bits per sample, or denoising quality
     Eval(eval::Args),
     /// Measure kernels and models (selective scan, …)
@@ -37,27 +38,15 @@ enum Command {
     Info(info::Args),
 }
 
-/// Arguments of a subcommand that is not built yet (accepted, then refused with a clear message).
-#[derive(Debug, clap::Args)]
-struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
-}
-
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Denoise(args) => denoise::run(args),
-        Command::Live(_) => not_implemented("live"),
+        Command::Live(args) => live::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),
     }
-}
-
-fn not_implemented(command: &str) -> anyhow::Result<()> {
-    eprintln!("wavemamba {command}: not implemented yet");
-    std::process::exit(2);
 }

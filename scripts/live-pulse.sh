@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Real-time check of `wavemamba live` on PulseAudio null sinks (no sound hardware needed):
+# starts a private PulseAudio with tests/fixtures/pulse-ci.pa, plays IN.wav into the fake
+# microphone while `wavemamba live` runs for SECONDS, and prints live's once-a-second lines and
+# summary (added latency, worker real-time factor, under/overruns).
+#   scripts/live-pulse.sh IN.wav SECONDS [live flags…]
+#   e.g. scripts/live-pulse.sh speech48.wav 20 --mode continue --low-latency --realtime-priority
+# Needs: apt-get install pulseaudio pulseaudio-utils. Writes into a temp dir; stops its server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+in=$(realpath "$1"); secs=$2; shift 2
+bin=${BIN:-target/release/wavemamba}
+work=$(mktemp -d)
+unset PULSE_RUNTIME_PATH PULSE_SERVER
+export XDG_RUNTIME_DIR=$work/run
+mkdir -m 700 "$XDG_RUNTIME_DIR"
+pulseaudio -n -F tests/fixtures/pulse-ci.pa --daemonize=yes --exit-idle-time=-1 \
+  --high-priority=yes --log-target=file:"$work/pa.log"
+trap 'pulseaudio --kill 2>/dev/null || true; rm -rf "$work"' EXIT
+sleep 1
+"$bin" live --host pulseaudio --input-device mic --output-device speaker --seconds "$secs" \
+  --record "$work/out.wav" "$@" 2> >(grep -v -e '^ALSA lib' -e ack -e 'Cannot' >&2) &
+app=$!
+sleep 0.3
+paplay --device=micfeed "$in" &
+play=$!
+wait $app
+kill $play 2>/dev/null || true

@@ -1,0 +1,127 @@
+//! Live mode (DESIGN.md §1, §4): microphone (or a file at its real-time pace) → denoised voice
+//! or a continuation → speaker, one sample at a time.
+//!
+//! ```text
+//! cpal input callback ─▶ SPSC ring ─▶ worker thread ─▶ SPSC ring ─▶ cpal output callback
+//!   (ring.rs)                          (worker.rs: resample ▶ Processor ▶ resample)
+//!                                           │ blocks            │ atomics (ring.rs Counters)
+//!                                      recorders (control.rs)   ▼
+//!                              control thread (this file): stats once a second, events, stop
+//! ```
+//!
+//! The callbacks only copy, convert and count (no allocation, lock or I/O). If the worker falls
+//! behind, it skips the oldest input beyond `max_latency_ms` and counts it, so latency stays
+//! bounded; `lossless` instead waits (for fake devices and files processed faster than real
+//! time). A fatal device error, Ctrl-C (the `stop` flag) or the end of `--seconds`/the input
+//! file ends the run; the recorders are finalised in every case.
+
+pub mod control;
+pub mod modes;
+pub mod ring;
+mod session;
+mod source;
+pub mod worker;
+
+pub use control::{Event, Stats};
+pub use modes::{
+    parse_schedule, ContinueOptions, ContinueProcessor, Passthrough, Phase, Processor,
+};
+pub use session::{run_live, run_live_with, LiveReport, Report};
+
+use std::path::PathBuf;
+
+/// What live mode does with the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Play back the denoised input (a denoiser model, task `denoise`).
+    Denoise,
+    /// Listen, and continue what was heard when the speaker stops (a language model).
+    Continue,
+    /// Play the input unchanged (measures the pipeline and devices without a model).
+    Passthrough,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Mode> {
+        match s {
+            "denoise" => Ok(Mode::Denoise),
+            "continue" => Ok(Mode::Continue),
+            "passthrough" => Ok(Mode::Passthrough),
+            other => Err(crate::Error::InvalidArgument {
+                name: "mode",
+                reason: format!("unknown mode '{other}' (denoise, continue, passthrough)"),
+            }),
+        }
+    }
+}
+
+/// Everything `wavemamba live` needs.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub mode: Mode,
+    /// Model directory (not read in passthrough mode).
+    pub model: PathBuf,
+    /// cpal host ("alsa", "pulseaudio"); `None`: cpal's default.
+    pub host: Option<String>,
+    /// Input device name; `None`: the host's default.
+    pub input_device: Option<String>,
+    /// Output device name; `None`: the host's default.
+    pub output_device: Option<String>,
+    /// Read this file instead of a microphone, at its real-time pace (as fast as the pipeline
+    /// takes it when `lossless`).
+    pub input_file: Option<PathBuf>,
+    /// Do not open an output device (the output goes only to `record`).
+    pub no_playback: bool,
+    /// Write what is played (32-bit float WAV at the output rate).
+    pub record: Option<PathBuf>,
+    /// Write what was heard (32-bit float WAV at the input rate).
+    pub record_input: Option<PathBuf>,
+    /// Device buffer (frames); `None`: 10 ms.
+    pub buffer_frames: Option<u32>,
+    /// Device sample rate (Hz); `None`: 48 kHz where supported.
+    pub rate: Option<u32>,
+    /// Stop after this much input (seconds of audio).
+    pub seconds: Option<f64>,
+    /// Never drop input or output; wait instead (see the module doc).
+    pub lossless: bool,
+    /// Input allowed to queue before the oldest is dropped, and output allowed to queue beyond
+    /// the jitter margin before new output is dropped (ms each).
+    pub max_latency_ms: f64,
+    /// Output queued before playback starts (ms), a margin against the jitter of block-wise
+    /// processing; `None`: one output device buffer.
+    pub jitter_ms: Option<f64>,
+    /// Sinc taps of the streaming resamplers: 256 (default) gives exactly the offline path's
+    /// numbers; fewer taps (a multiple of 8, ≥ 16) cut the filters' look-ahead.
+    pub resampler_taps: usize,
+    /// Run the worker thread with real-time (SCHED_FIFO) scheduling where permitted.
+    pub realtime_priority: bool,
+    pub continue_options: ContinueOptions,
+}
+
+impl LiveOptions {
+    /// Defaults for `mode` with `model`: default devices, 10 ms buffers, 48 kHz, until stopped.
+    pub fn new(mode: Mode, model: PathBuf) -> LiveOptions {
+        LiveOptions {
+            mode,
+            model,
+            host: None,
+            input_device: None,
+            output_device: None,
+            input_file: None,
+            no_playback: false,
+            record: None,
+            record_input: None,
+            buffer_frames: None,
+            rate: None,
+            seconds: None,
+            lossless: false,
+            max_latency_ms: 100.0,
+            jitter_ms: None,
+            resampler_taps: 256,
+            realtime_priority: false,
+            continue_options: ContinueOptions::default(),
+        }
+    }
+}
