@@ -19,18 +19,11 @@ use wavemamba::train::{train_objective, Objective, Start, TrainOptions};
 
 /// A denoiser of `preset` whose weights are perturbed away from the structured init.
 fn random_denoiser(preset: &str, seed: i64) -> WaveMamba {
-    tch::manual_seed(seed);
     let audio = AudioConfig {
         task: Task::Denoise,
         ..AudioConfig::default()
     };
-    let m = WaveMamba::new(MambaConfig::preset(preset).unwrap(), audio, Device::Cpu).unwrap();
-    tch::no_grad(|| {
-        for (_, mut v) in m.vs.variables() {
-            let _ = v.f_add_(&(Tensor::randn_like(&v) * 0.1)).unwrap();
-        }
-    });
-    m
+    common::perturbed_model(MambaConfig::preset(preset).unwrap(), audio, seed)
 }
 
 /// "Speech": vowel-like harmonic tones with a syllable envelope and pauses, at 16 kHz.

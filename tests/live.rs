@@ -186,21 +186,13 @@ fn fake_devices_passthrough_equals_offline_resampling() {
 
 /// A randomly initialised denoiser (`tiny`, weights perturbed) saved to `dir`.
 fn random_denoiser(dir: &std::path::Path) {
-    use tch::{Device, Tensor};
     use wavemamba::config::{AudioConfig, MambaConfig, Task};
-    use wavemamba::model::{checkpoint, WaveMamba};
-    tch::manual_seed(11);
     let audio = AudioConfig {
         task: Task::Denoise,
         ..AudioConfig::default()
     };
-    let m = WaveMamba::new(MambaConfig::preset("tiny").unwrap(), audio, Device::Cpu).unwrap();
-    tch::no_grad(|| {
-        for (_, mut v) in m.vs.variables() {
-            let _ = v.f_add_(&(Tensor::randn_like(&v) * 0.1)).unwrap();
-        }
-    });
-    checkpoint::save(&m, dir).unwrap();
+    let m = common::perturbed_model(MambaConfig::preset("tiny").unwrap(), audio, 11);
+    wavemamba::model::checkpoint::save(&m, dir).unwrap();
 }
 
 /// Denoise mode: the fake speaker's capture equals offline denoising of the same input —

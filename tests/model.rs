@@ -1,6 +1,8 @@
 //! The waveform model: step == forward, prefill + step == forward, golden logits from an
 //! independent PyTorch implementation, checkpoint round trips and checkpoint errors.
 
+mod common;
+
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
@@ -16,20 +18,11 @@ fn rel_err(x: &Tensor, reference: &Tensor) -> f64 {
 
 /// A tiny model whose every weight is perturbed away from the (structured) init.
 fn random_model(seed: i64) -> WaveMamba {
-    tch::manual_seed(seed);
-    let m = WaveMamba::new(
+    common::perturbed_model(
         MambaConfig::preset("tiny").unwrap(),
         AudioConfig::default(),
-        Device::Cpu,
+        seed,
     )
-    .unwrap();
-    tch::no_grad(|| {
-        for (_, mut v) in m.vs.variables() {
-            let noise = Tensor::randn_like(&v) * 0.1;
-            let _ = v.f_add_(&noise).unwrap();
-        }
-    });
-    m
 }
 
 /// Random, non-constant tokens: a noisy sine in mu-law classes.

@@ -3,6 +3,8 @@
 //! and from a prefill state, with the SIMD and the scalar kernels, for the plain model and the
 //! U-Net (also from a prefill that ends inside a pooling group); state round trips; errors.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -61,15 +63,7 @@ fn random_unet(config: MambaConfig, pooling: &[i64], blocks: i64, seed: i64) -> 
 }
 
 fn random_with(config: MambaConfig, audio: AudioConfig, seed: i64) -> WaveMamba {
-    tch::manual_seed(seed);
-    let m = WaveMamba::new(config, audio, Device::Cpu).unwrap();
-    tch::no_grad(|| {
-        for (_, mut v) in m.vs.variables() {
-            let noise = Tensor::randn_like(&v) * 0.1;
-            let _ = v.f_add_(&noise).unwrap();
-        }
-    });
-    m
+    common::perturbed_model(config, audio, seed)
 }
 
 fn tiny(seed: i64) -> WaveMamba {

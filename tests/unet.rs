@@ -24,24 +24,13 @@ fn unet_audio(pooling: &[i64], blocks_per_stage: i64) -> AudioConfig {
     }
 }
 
-/// A tiny U-Net whose every weight is perturbed away from the (structured) init; the same seed
-/// gives the same weights (variables perturbed in name order).
+/// A tiny U-Net whose every weight is perturbed away from the (structured) init.
 fn random_unet(seed: i64, pooling: &[i64], blocks_per_stage: i64) -> WaveMamba {
-    tch::manual_seed(seed);
-    let m = WaveMamba::new(
+    common::perturbed_model(
         MambaConfig::preset("tiny").unwrap(),
         unet_audio(pooling, blocks_per_stage),
-        Device::Cpu,
+        seed,
     )
-    .unwrap();
-    let vars: std::collections::BTreeMap<String, Tensor> = m.vs.variables().into_iter().collect();
-    tch::no_grad(|| {
-        for (_, mut v) in vars {
-            let noise = Tensor::randn_like(&v) * 0.1;
-            let _ = v.f_add_(&noise).unwrap();
-        }
-    });
-    m
 }
 
 /// Random, non-constant tokens: a noisy sine in mu-law classes.

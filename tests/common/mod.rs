@@ -6,6 +6,27 @@ pub mod audio_gen;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A CPU model of `config` and `audio` whose every weight is perturbed by N(0, 0.1²) away from the
+/// (structured) init; variables are perturbed in name order, so a seed always gives the same
+/// weights.
+pub fn perturbed_model(
+    config: wavemamba::config::MambaConfig,
+    audio: wavemamba::config::AudioConfig,
+    seed: i64,
+) -> wavemamba::model::WaveMamba {
+    tch::manual_seed(seed);
+    let m = wavemamba::model::WaveMamba::new(config, audio, tch::Device::Cpu).expect("model");
+    let vars: std::collections::BTreeMap<String, tch::Tensor> =
+        m.vs.variables().into_iter().collect();
+    tch::no_grad(|| {
+        for (_, mut v) in vars {
+            let noise = tch::Tensor::randn_like(&v) * 0.1;
+            let _ = v.f_add_(&noise).expect("perturb");
+        }
+    });
+    m
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
