@@ -39,8 +39,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let dir = a.model.unwrap_or_else(|| bundled_model_dir("denoiser"));
     let model = wavemamba::model::checkpoint::load(&dir, parse_device(&a.device)?)
         .with_context(|| format!("loading model {}", dir.display()))?;
-    let r = denoise_file(&model, &a.input, &a.output, a.spectrogram.as_deref())
-        .with_context(|| format!("denoising {}", a.input.display()))?;
+    let r = denoise_file(
+        &model,
+        &a.input,
+        &a.output,
+        a.spectrogram.as_deref(),
+        !a.json,
+    )
+    .with_context(|| format!("denoising {}", a.input.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -28,6 +28,7 @@ pub mod sisdr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Kind, Tensor};
 
 use crate::audio::{self, mulaw, WavFormat};
@@ -108,6 +109,14 @@ pub fn check_task(model: &WaveMamba) -> Result<()> {
 /// # Errors
 /// [`Error::Config`] if `model` is not a denoiser; kernel errors.
 pub fn denoise_samples(model: &WaveMamba, x: &[f32]) -> Result<Vec<f32>> {
+    denoise_samples_with(model, x, &ProgressBar::hidden())
+}
+
+/// [`denoise_samples`] advancing `bar` by the samples done.
+///
+/// # Errors
+/// As [`denoise_samples`].
+pub fn denoise_samples_with(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> Result<Vec<f32>> {
     check_task(model)?;
     let mut out = Vec::with_capacity(x.len());
     tch::no_grad(|| -> Result<()> {
@@ -122,6 +131,7 @@ pub fn denoise_samples(model: &WaveMamba, x: &[f32]) -> Result<Vec<f32>> {
                 .reshape([-1])
                 .to_device(tch::Device::Cpu);
             out.extend(Vec::<f32>::try_from(&y)?);
+            bar.inc(chunk.len() as u64);
         }
         Ok(())
     })?;
@@ -172,8 +182,8 @@ pub struct DenoiseReport {
 /// `wavemamba denoise`: decodes `input` (any supported format, rate and channel count; channels
 /// are averaged), resamples to the model's rate, denoises, resamples back to the input's rate and
 /// writes a 16-bit mono WAV atomically; with `spectrogram`, also a PNG of the input followed by
-/// the output. Checks the output directories before any work, so a bad argument never leaves a
-/// partial file.
+/// the output; with `progress`, a progress bar on stderr for long inputs. Checks the output
+/// directories before any work, so a bad argument never leaves a partial file.
 ///
 /// # Errors
 /// Unreadable input, a model that is not a denoiser, unwritable output, kernel errors.
@@ -182,6 +192,7 @@ pub fn denoise_file(
     input: &Path,
     output: &Path,
     spectrogram: Option<&Path>,
+    progress: bool,
 ) -> Result<DenoiseReport> {
     check_task(model)?;
     audio::check_output_dir(output)?;
@@ -191,8 +202,20 @@ pub fn denoise_file(
     let a = audio::read_audio(input)?;
     let rate = model.audio.sample_rate;
     let x = audio::resample(&a.samples, a.sample_rate, rate)?;
+    // A bar for anything longer than a few chunks (seconds of work on a CPU).
+    let bar = if progress && x.len() > 4 * CHUNK {
+        ProgressBar::new(x.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("denoising {}", input.display()));
     let started = std::time::Instant::now();
-    let y = denoise_samples(model, &x)?;
+    let y = denoise_samples_with(model, &x, &bar)?;
+    bar.finish_and_clear();
     let model_s = started.elapsed().as_secs_f64();
     let mut y = audio::resample(&y, rate, a.sample_rate)?;
     // Round trips through another rate can come back a sample short or long.
