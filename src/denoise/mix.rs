@@ -49,17 +49,18 @@ pub(crate) fn variance(x: &[f32]) -> f64 {
 }
 
 /// `clean + α·noise` with α chosen so that the speech-to-noise energy ratio is `snr_db`
-/// (energies floored at −60 dBFS, so silent speech gets faint noise, not none).
-///
-/// # Panics
-/// If `noise` is shorter than `clean`.
+/// (energies floored at −60 dBFS, so silent speech gets faint noise, not none). A `noise` shorter
+/// than `clean` is repeated; an empty one leaves `clean` as it is.
 pub fn add_noise_at_snr(clean: &[f32], noise: &[f32], snr_db: f32) -> Vec<f32> {
-    let noise = &noise[..clean.len()];
+    if noise.is_empty() {
+        return clean.to_vec();
+    }
+    let noise = &noise[..clean.len().min(noise.len())];
     let (ec, en) = (energy(clean).max(SILENT_ENERGY), energy(noise).max(1e-12));
     let alpha = (ec / (en * 10f64.powf(f64::from(snr_db) / 10.0))).sqrt() as f32;
     clean
         .iter()
-        .zip(noise)
+        .zip(noise.iter().cycle())
         .map(|(&c, &n)| c + alpha * n)
         .collect()
 }
@@ -128,7 +129,7 @@ impl DenoiseData {
         for (name, c) in [("data", &speech), ("noise", &noise)] {
             if c.train.iter().all(|f| f.tokens.is_empty()) {
                 return Err(Error::InvalidArgument {
-                    name: if name == "data" { "data" } else { "noise" },
+                    name,
                     reason: format!("the {name} corpus has no training audio"),
                 });
             }
