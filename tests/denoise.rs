@@ -7,10 +7,11 @@ mod common;
 
 use common::audio_gen::{noise, write_wav_f32, write_wav_int};
 use common::{text, wavemamba, TempDir};
+use indicatif::ProgressBar;
 use tch::{Device, Tensor};
 use wavemamba::config::{AudioConfig, MambaConfig, Task};
 use wavemamba::denoise::mix::DenoiseData;
-use wavemamba::denoise::{denoise_samples, sisdr::si_sdr};
+use wavemamba::denoise::{denoise_samples, denoise_samples_scan, sisdr::si_sdr};
 use wavemamba::model::{checkpoint, WaveMamba};
 use wavemamba::stream::DenoiseEngine;
 use wavemamba::train::corpus::{TokenCorpus, TokenFile};
@@ -49,7 +50,7 @@ fn engine_equals_offline_denoise_sample_for_sample() {
     for (a, b) in x.iter_mut().zip(noise(3200, 0.2, 9)) {
         *a += b;
     }
-    let offline = denoise_samples(&model, &x).unwrap();
+    let offline = denoise_samples_scan(&model, &x, &ProgressBar::hidden()).unwrap();
     let mut engine = DenoiseEngine::new(&model).unwrap();
     let streamed: Vec<f32> = x.iter().map(|&v| engine.process(v)).collect();
     assert_eq!(offline.len(), x.len());

@@ -36,7 +36,7 @@ use crate::config::Task;
 use crate::model::WaveMamba;
 use crate::{Error, Result};
 
-/// Samples per forward call of [`denoise_samples`] (bounds memory; results do not depend on it).
+/// Samples per forward call of [`denoise_samples_scan`] (bounds memory; results do not depend on it).
 pub const CHUNK: usize = 65_536;
 
 /// The sample value of every mu-law class, `decode(k)` for k in 0..256.
@@ -100,8 +100,9 @@ pub fn check_task(model: &WaveMamba) -> Result<()> {
     Ok(())
 }
 
-/// Denoises mono samples at the model's rate with the parallel scan, in chunks of [`CHUNK`] with
-/// the recurrent state carried across (the same computation as one pass, and as the step engine).
+/// Denoises mono samples at the model's rate: on the CPU with the fused step engine (one core,
+/// faster there than the parallel scan), elsewhere with [`denoise_samples_scan`]. Both compute
+/// the same thing (equal to f32 rounding, `tests/denoise.rs`).
 ///
 /// # Shapes
 /// `x`: (L) in [-1, 1] → (L).
@@ -117,6 +118,28 @@ pub fn denoise_samples(model: &WaveMamba, x: &[f32]) -> Result<Vec<f32>> {
 /// # Errors
 /// As [`denoise_samples`].
 pub fn denoise_samples_with(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> Result<Vec<f32>> {
+    check_task(model)?;
+    if model.device() != tch::Device::Cpu {
+        return denoise_samples_scan(model, x, bar);
+    }
+    let mut engine = crate::stream::DenoiseEngine::new(model)?;
+    let mut out = Vec::with_capacity(x.len());
+    for block in x.chunks(4096) {
+        out.extend(block.iter().map(|&v| engine.process(v)));
+        bar.inc(block.len() as u64);
+    }
+    Ok(out)
+}
+
+/// Denoises with the parallel scan, in chunks of [`CHUNK`] with the recurrent state carried across
+/// (the same computation as one pass, and as the step engine); the fast path on a GPU.
+///
+/// # Shapes
+/// `x`: (L) in [-1, 1] → (L).
+///
+/// # Errors
+/// [`Error::Config`] if `model` is not a denoiser; kernel errors.
+pub fn denoise_samples_scan(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> Result<Vec<f32>> {
     check_task(model)?;
     let mut out = Vec::with_capacity(x.len());
     tch::no_grad(|| -> Result<()> {
