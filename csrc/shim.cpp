@@ -3,6 +3,7 @@
 #include "wavemamba.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
@@ -93,6 +94,25 @@ const char *wm_kernels(void) {
 }
 
 const char *wm_torch_version(void) { return TORCH_VERSION; }
+
+void wm_autocast_cuda_enter(int dtype, int *prev_enabled, int *prev_dtype) {
+  *prev_enabled = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
+  *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(at::kCUDA));
+  at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(dtype));
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::increment_nesting();
+}
+
+void wm_autocast_cuda_exit(int prev_enabled, int prev_dtype) {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled != 0);
+  at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(prev_dtype));
+}
+
+void wm_autocast_cuda_state(int *enabled, int *dtype) {
+  *enabled = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
+  *dtype = static_cast<int>(at::autocast::get_autocast_dtype(at::kCUDA));
+}
 
 int wm_cuda_device_count(void) {
 #ifdef WM_WITH_CUDA

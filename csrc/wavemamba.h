@@ -31,6 +31,14 @@ const char *wm_torch_version(void);
 /* Number of visible CUDA devices as seen by the CUDA runtime (0 without the cuda build). */
 int wm_cuda_device_count(void);
 
+/* CUDA autocast of this thread (never fails). enter: enables it with lower-precision dtype `dtype`
+ * (a c10::ScalarType code, e.g. 15 = bfloat16), saving the previous flag and dtype; exit: leaves
+ * the region (clearing the cast cache when the outermost one ends) and restores them. libtorch's
+ * CUDA default dtype is float16, and tch's `autocast` never sets it. */
+void wm_autocast_cuda_enter(int dtype, int *prev_enabled, int *prev_dtype);
+void wm_autocast_cuda_exit(int prev_enabled, int prev_dtype);
+void wm_autocast_cuda_state(int *enabled, int *dtype);
+
 /* Name of CUDA device `index` into `buf` (NUL-terminated, truncated to `len`). */
 int wm_cuda_device_name(int index, char *buf, int64_t len);
 

@@ -36,3 +36,22 @@ fn cuda_mulaw_equals_cpu() {
     let err = (x_gpu - x_cpu).abs().max().double_value(&[]);
     assert!(err < 1e-6, "decode of the same tokens differs by {err}");
 }
+
+/// `--precision bf16` computes in bfloat16: matmuls under `autocast_bf16` give bf16 results, while
+/// `tch::autocast` alone gives float16 (libtorch's CUDA default; the cause of the bf16 training
+/// divergence, BENCHMARKS.md), and the loss path stays float32.
+#[test]
+fn autocast_bf16_runs_cuda_matmuls_in_bfloat16() {
+    let gpu = Device::Cuda(0);
+    let a = Tensor::randn([8, 16], (Kind::Float, gpu));
+    let b = Tensor::randn([16, 4], (Kind::Float, gpu));
+    let ours = wavemamba::ops::autocast_bf16(|| a.matmul(&b));
+    assert_eq!(ours.kind(), Kind::BFloat16);
+    let theirs = tch::autocast(true, || a.matmul(&b));
+    assert_eq!(theirs.kind(), Kind::Half);
+    let ce = wavemamba::ops::autocast_bf16(|| {
+        a.matmul(&b).log_softmax(-1, Kind::Float).sum(Kind::Float)
+    });
+    assert_eq!(ce.kind(), Kind::Float);
+    assert_eq!(a.matmul(&b).kind(), Kind::Float, "autocast is off again");
+}

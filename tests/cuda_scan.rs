@@ -489,3 +489,47 @@ fn float64_on_cuda_is_a_clear_error() {
     let err = selective_scan(&dev.inputs()).unwrap_err().to_string();
     assert!(err.contains("float64 is not supported"), "{err}");
 }
+
+/// Largest element-wise difference relative to the reference's largest magnitude, plus whether
+/// `x` is finite everywhere (a local error, e.g. one bad chunk, hides in a norm-wise error).
+fn max_err(x: &Tensor, reference: &Tensor) -> f64 {
+    assert!(
+        x.isfinite().all().int64_value(&[]) == 1,
+        "non-finite values in the result"
+    );
+    let scale = reference.abs().max().double_value(&[]);
+    let diff = (x - reference).abs().max().double_value(&[]);
+    if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
+
+/// The bfloat16 kernels against the float32 ones on the same (bf16-representable) values at the
+/// language model's training shapes (B × d_inner × L, N = 16, gout a transposed view as out_proj
+/// gives it), element-wise: the bf16 path must only add the rounding of its outputs.
+#[test]
+fn bfloat16_matches_float32_at_training_shapes() {
+    for (i, shape) in [(32, 128, 8192, 16, 1), (16, 128, 16384, 16, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let host = Problem::new(9201 + i as u64, shape, ALL, Kind::BFloat16);
+        let (out_f, last_f, g_f) = host.on(GPU, Kind::Float).run(Loss::Transposed);
+        poison_cuda_cache();
+        let dev = host.on(GPU, Kind::BFloat16);
+        let (out_b, last_b, g_b) = dev.run(Loss::Transposed);
+        let ctx = format!("(B, D, L, N, G) = {shape:?}");
+        let e = max_err(&out_b, &out_f);
+        assert!(e <= 2e-2, "out: max err {e:.2e} ({ctx})");
+        let e = max_err(&last_b, &last_f);
+        assert!(e <= 2e-2, "last_state: max err {e:.2e} ({ctx})");
+        for ((name, _), (a, b)) in dev.leaves().iter().zip(g_b.iter().zip(&g_f)) {
+            let e = max_err(a, b);
+            assert!(e <= 2e-2, "grad of {name}: max err {e:.2e} ({ctx})");
+            let e = rel_err(a, b);
+            assert!(e <= 2e-2, "grad of {name}: rel err {e:.2e} ({ctx})");
+        }
+    }
+}

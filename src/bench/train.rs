@@ -22,6 +22,8 @@ pub struct TrainBench {
     pub len: i64,
     pub steps: usize,
     pub warmup: usize,
+    /// bf16 autocast (CUDA only, as `train --precision bf16`).
+    pub bf16: bool,
 }
 
 /// Measured throughput.
@@ -32,6 +34,8 @@ pub struct TrainReport {
     pub threads: i32,
     pub batch: i64,
     pub len: i64,
+    /// "bf16" (autocast) or "fp32".
+    pub precision: String,
     pub ms_per_step: f64,
     pub samples_per_s: f64,
     /// Seconds of 16 kHz (model rate) audio trained per second of wall time.
@@ -56,8 +60,13 @@ pub fn run(b: &TrainBench) -> Result<TrainReport> {
     let x = (t.sin() * 0.5 + Tensor::randn([b.batch, b.len], (Kind::Float, Device::Cpu)) * 0.05)
         .clamp(-1.0, 1.0);
     let tokens = crate::ops::mulaw_encode(&x, 255)?.to_device(b.device);
+    let bf16 = b.bf16 && b.device.is_cuda();
     let mut one_step = || -> Result<()> {
-        let loss = mean_nll_nats(&model, &tokens)?;
+        let loss = if bf16 {
+            crate::ops::autocast_bf16(|| mean_nll_nats(&model, &tokens))?.to_kind(Kind::Float)
+        } else {
+            mean_nll_nats(&model, &tokens)?
+        };
         loss.backward();
         opt.clip_grad_norm(1.0);
         opt.step(1e-3);
@@ -85,6 +94,7 @@ pub fn run(b: &TrainBench) -> Result<TrainReport> {
         threads: tch::get_num_threads(),
         batch: b.batch,
         len: b.len,
+        precision: if bf16 { "bf16" } else { "fp32" }.into(),
         ms_per_step: secs * 1e3,
         samples_per_s: samples,
         audio_seconds_per_s: samples / b.audio.sample_rate as f64,
@@ -95,8 +105,8 @@ impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "training {} parameters on {} ({} threads), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× real time)",
-            self.parameters, self.device, self.threads, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
+            "training {} parameters on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× real time)",
+            self.parameters, self.device, self.threads, self.precision, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
         )
     }
 }

@@ -118,6 +118,9 @@ struct TrainArgs {
     /// Timed steps (after 2 warm-up steps)
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Arithmetic on CUDA: fp32, or bf16 autocast as `train --precision bf16` (CPU: always fp32)
+    #[arg(long, value_parser = ["bf16", "fp32"], default_value = "fp32")]
+    precision: String,
     /// CPU threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -327,6 +330,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 len: a.len,
                 steps: a.steps,
                 warmup: 2,
+                bf16: a.precision == "bf16",
             };
             let report = wavemamba::bench::train::run(&cfg).context("training benchmark failed")?;
             if a.json {

@@ -130,6 +130,16 @@ impl Mixer {
         let b = x_dbl.narrow(1, r, n); // (B, d_state, L)
         let c = x_dbl.narrow(1, r + n, n); // (B, d_state, L)
         let a = -self.a_log.to_kind(Kind::Float).exp(); // (d_inner, d_state)
+
+        // Under bf16 autocast the projections hand the scan bf16 tensors; it runs in float32 (see
+        // `scan_operand`). Its output goes on in float32; autocast casts it for out_proj.
+        let (x, dt, b, c, z) = (
+            scan_operand(&x),
+            scan_operand(&dt),
+            scan_operand(&b),
+            scan_operand(&c),
+            scan_operand(&z),
+        );
         let scan = selective_scan(&ScanInputs {
             u: &x,
             delta: &dt,
@@ -187,6 +197,27 @@ impl Mixer {
     }
 }
 
+/// The selective scan's operands in float32: a bf16/fp16 tensor (what autocast's projections
+/// produce) is cast up, anything else is returned as it is.
+///
+/// The values are the same either way (bf16 widens exactly) and the gradients flow back through
+/// the cast in the input's dtype; what changes is which kernels run: the float32 ones, faster
+/// than the bf16 ones in forward+backward alone (BENCHMARKS.md; whole training steps are within
+/// 2% either way). `WM_SCAN_BF16_IO=1` hands bf16 operands to the bf16 kernels instead (to
+/// compare; see "bf16 autocast training").
+pub fn scan_operand(t: &Tensor) -> Tensor {
+    match t.kind() {
+        Kind::BFloat16 | Kind::Half if !bf16_scan_io() => t.to_kind(Kind::Float),
+        _ => t.shallow_clone(),
+    }
+}
+
+/// `WM_SCAN_BF16_IO=1`: hand the scan bf16 operands as they come (read once per process).
+fn bf16_scan_io() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WM_SCAN_BF16_IO").is_ok_and(|v| v == "1"))
+}
+
 /// `w @ x` per batch entry through `bmm`, which hands the strided operands to BLAS as they are.
 /// (`matmul` of a 2-D weight that requires grad — every parameter, even under `no_grad` — by a
 /// 3-D tensor folds the batch and then copies the transposed product back: 3× slower for
@@ -196,4 +227,39 @@ impl Mixer {
 /// `w`: (m, k), `x`: (B, k, n) any strides → (B, m, n) contiguous.
 fn batched(w: &Tensor, x: &Tensor) -> Tensor {
     w.unsqueeze(0).expand([x.size()[0], -1, -1], false).bmm(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn scan_operands_are_float32_under_autocast_dtypes() {
+        let f = Tensor::from_slice(&[1.5f32, -2.25, 3.0]);
+        for kind in [Kind::BFloat16, Kind::Half] {
+            let t = f.to_kind(kind);
+            let s = scan_operand(&t);
+            assert_eq!(s.kind(), Kind::Float, "from {kind:?}");
+            assert_eq!(Vec::<f32>::try_from(&s).unwrap(), vec![1.5, -2.25, 3.0]);
+        }
+        assert_eq!(scan_operand(&f).kind(), Kind::Float);
+        let d = Tensor::zeros([2], (Kind::Double, Device::Cpu));
+        assert_eq!(scan_operand(&d).kind(), Kind::Double);
+    }
+
+    #[test]
+    fn scan_operand_cast_passes_gradients_back_in_the_input_dtype() {
+        let x = Tensor::from_slice(&[1.0f32, 2.0])
+            .to_kind(Kind::BFloat16)
+            .set_requires_grad(true);
+        let y = scan_operand(&x);
+        (y * 3.0).sum(Kind::Float).backward();
+        let g = x.grad();
+        assert_eq!(g.kind(), Kind::BFloat16);
+        assert_eq!(
+            Vec::<f32>::try_from(&g.to_kind(Kind::Float)).unwrap(),
+            vec![3.0, 3.0]
+        );
+    }
 }

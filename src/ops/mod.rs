@@ -1,11 +1,13 @@
 //! Safe Rust wrappers over the kernels in `csrc/`, and the pure-tch reference scan.
 
+pub mod autocast;
 pub mod cuda;
 mod ffi;
 pub mod mulaw;
 pub mod scan;
 pub mod scan_ref;
 
+pub use autocast::{autocast_bf16, cuda_autocast_state};
 pub use mulaw::{mulaw_decode, mulaw_encode, MU_8BIT};
 pub use scan::{selective_scan, ScanDims, ScanInputs, ScanOutput};
 pub use scan_ref::selective_scan_ref;

@@ -311,7 +311,8 @@ pub fn train_objective(
     })
 }
 
-/// The objective's loss, under bf16 autocast when asked (CUDA).
+/// The objective's loss, under bf16 autocast when asked (CUDA). Not `tch::autocast`: that one
+/// runs in float16 (see [`crate::ops::autocast`]).
 fn forward_loss(
     objective: &dyn Objective,
     model: &WaveMamba,
@@ -319,7 +320,7 @@ fn forward_loss(
     bf16: bool,
 ) -> Result<Tensor> {
     if bf16 {
-        tch::autocast(true, || objective.loss(model, batch)).map(|l| l.to_kind(Kind::Float))
+        crate::ops::autocast_bf16(|| objective.loss(model, batch)).map(|l| l.to_kind(Kind::Float))
     } else {
         objective.loss(model, batch)
     }
