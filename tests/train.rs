@@ -35,12 +35,12 @@ impl Tones {
         for _ in 0..batch {
             let (f, ph, amp) = (
                 0.01 + 0.05 * uniform(),
-                6.28 * uniform(),
+                std::f64::consts::TAU * uniform(),
                 0.2 + 0.6 * uniform(),
             );
             for t in 0..len {
                 let noise = (uniform() - 0.5) * 0.02;
-                x.push((amp * (f * t as f64 * 6.283 + ph).sin() + noise) as f32);
+                x.push((amp * (f * t as f64 * std::f64::consts::TAU + ph).sin() + noise) as f32);
             }
         }
         mulaw_encode(&Tensor::from_slice(&x).view([batch, len]), 255).unwrap()
