@@ -87,7 +87,7 @@ fn example(
     opts: &MixOptions,
 ) -> (Vec<f32>, Vec<f32>) {
     let total = |f: &[TokenFile]| f.iter().map(|f| f.tokens.len()).sum::<usize>();
-    let mut rng = SplitMix(splitmix64(key ^ 0xDE_401_5E));
+    let mut rng = SplitMix(splitmix64(key ^ 0x0DE4_015E));
     let mut clean: Vec<f32> = TokenCorpus::pick(speech, total(speech), rng.next_u64(), len)
         .iter()
         .map(|&t| mulaw::decode(t))

@@ -100,7 +100,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     describe("data", &corpus);
     let noise = match (job.task, &job.noise) {
         (Task::Denoise, Some(path)) => {
-            let noise = load_corpus(path, job.sample_rate, job.options.seed ^ 0x401_5E, job.strict)?;
+            let noise = load_corpus(path, job.sample_rate, job.options.seed ^ 0x0004_015E, job.strict)?;
             describe("noise", &noise);
             Some(noise)
         }

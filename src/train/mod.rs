@@ -142,7 +142,8 @@ pub struct TrainOptions {
     pub progress: bool,
 }
 
-/// How a run starts.
+/// How a run starts (one value per run, so the large variant is not boxed).
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// A freshly initialised model.
     Fresh(WaveMamba),
