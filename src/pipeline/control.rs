@@ -47,6 +47,8 @@ pub struct Stats {
     pub trimmed_frames: u64,
     /// Fill of the output ring (ms of audio queued for the speaker).
     pub output_queue_ms: f64,
+    /// The adaptive jitter margin now (ms).
+    pub margin_ms: f64,
 }
 
 impl Stats {
@@ -56,11 +58,12 @@ impl Stats {
             v.map_or("-".to_owned(), |v| format!("{v:.prec$}", prec = prec))
         };
         format!(
-            "t {:5.1} s | latency {} ms (min {}, output queue {:.1}) | RTF {} | underruns {} overruns {} | dropped in {} out {} trimmed {}",
+            "t {:5.1} s | latency {} ms (min {}, output queue {:.1}, margin {:.1}) | RTF {} | underruns {} overruns {} | dropped in {} out {} trimmed {}",
             self.elapsed_s,
             opt(self.latency_ms, 1),
             opt(self.latency_min_ms, 1),
             self.output_queue_ms,
+            self.margin_ms,
             opt(self.real_time_factor, 3),
             self.underruns,
             self.overruns,
@@ -129,6 +132,7 @@ impl StatsWindow {
             dropped_output_frames: c.dropped_output_frames.load(Relaxed),
             trimmed_frames: c.trimmed_frames.load(Relaxed),
             output_queue_ms: queued as f64 * 1e3 / self.out_rate,
+            margin_ms: c.margin_frames.load(Relaxed) as f64 * 1e3 / self.out_rate,
         }
     }
 }

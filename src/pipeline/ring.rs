@@ -55,6 +55,9 @@ pub struct Counters {
     pub finished: AtomicBool,
     /// Set by the output callback once it started playing (the start threshold was reached).
     pub playing: AtomicBool,
+    /// The jitter margin the output callback keeps queued now (output frames): it starts at the
+    /// configured margin and grows by each underrun's missing frames, up to a cap.
+    pub margin_frames: AtomicU64,
 }
 
 impl Counters {
@@ -175,11 +178,16 @@ impl Trimmer {
 /// The output (speaker) callback body: pops mono f32 samples from the output ring and writes
 /// each to every channel of the device buffer; silence where the ring is short (an underrun once
 /// playback has started). Playback starts when the ring first holds a callback's frames plus
-/// `start_frames` (keep both well under the ring's capacity), a jitter margin against the worker's block-wise output.
+/// `start_frames` (keep both well under the ring's capacity), a jitter margin against the worker's
+/// block-wise output. The margin adapts: each underrun adds its missing frames to the queue that
+/// latency trimming keeps, up to [`OutputCallback::MAX_MARGIN_MS`], so a machine that cannot hold
+/// a small margin settles on a larger one instead of underrunning again.
 pub struct OutputCallback {
     consumer: Consumer<f32>,
     channels: usize,
     start_frames: usize,
+    /// The largest margin the adaptation may reach (frames).
+    max_margin: usize,
     trimmer: Trimmer,
     counters: Arc<Counters>,
     /// Input and output device rates (Hz), to convert frame counts to seconds for the latency.
@@ -189,6 +197,9 @@ pub struct OutputCallback {
 }
 
 impl OutputCallback {
+    /// Cap of the adaptive jitter margin (ms), unless the configured margin is larger.
+    pub const MAX_MARGIN_MS: u32 = 20;
+
     pub fn new(
         consumer: Consumer<f32>,
         channels: u16,
@@ -198,10 +209,12 @@ impl OutputCallback {
         out_rate: u32,
         epoch: Instant,
     ) -> OutputCallback {
+        counters.margin_frames.store(start_frames as u64, Relaxed);
         OutputCallback {
             consumer,
             channels: usize::from(channels.max(1)),
             start_frames,
+            max_margin: start_frames.max((out_rate * Self::MAX_MARGIN_MS / 1000) as usize),
             trimmer: Trimmer {
                 window_min_left: usize::MAX,
                 window_frames: 0,
@@ -267,6 +280,11 @@ impl OutputCallback {
         if n < frames && !c.finished.load(Relaxed) {
             c.underruns.fetch_add(1, Relaxed);
             c.underrun_frames.fetch_add((frames - n) as u64, Relaxed);
+            // The silence just written delays what follows by (frames − n): keep that much more
+            // queued from now on rather than trimming it away again.
+            let target = (self.trimmer.target + (frames - n)).min(self.max_margin);
+            self.trimmer.target = target;
+            c.margin_frames.store(target as u64, Relaxed);
         }
     }
 
@@ -337,5 +355,26 @@ mod tests {
         assert_eq!(counters.played_frames.load(Relaxed), 3);
         assert_eq!(counters.underruns.load(Relaxed), 1);
         assert_eq!(counters.underrun_frames.load(Relaxed), 1);
+        // The underrun's missing frame is added to the margin kept queued.
+        assert_eq!(counters.margin_frames.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn underruns_grow_the_margin_up_to_the_cap() {
+        let counters = Counters::new();
+        let (_p, c) = ring(4096);
+        // 1 kHz output: the cap is MAX_MARGIN_MS frames.
+        let mut cb = OutputCallback::new(c, 1, 2, counters.clone(), 1_000, 1_000, Instant::now());
+        counters.playing.store(true, Relaxed);
+        let mut buf = [0.0f32; 8];
+        for _ in 0..10 {
+            cb.process(&mut buf); // empty ring: 8 frames of underrun each time
+        }
+        assert_eq!(counters.underruns.load(Relaxed), 10);
+        assert_eq!(
+            counters.margin_frames.load(Relaxed),
+            u64::from(OutputCallback::MAX_MARGIN_MS)
+        );
+        assert_eq!(cb.trimmer.target, OutputCallback::MAX_MARGIN_MS as usize);
     }
 }
