@@ -31,15 +31,9 @@ pub struct Args {
     /// Continuations to generate (one batch)
     #[arg(long, default_value_t = 1)]
     num: usize,
-    /// Sampling temperature (0 = greedy)
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    /// Nucleus sampling: keep the most likely classes up to this probability mass
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Seed (same seed, same output)
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    // --temperature, --top-p, --seed (live: used in continue mode)
+    #[command(flatten)]
+    sampling: super::sampling::SamplingArgs,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -70,9 +64,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         options: GenerateOptions {
             samples: 0,
             num: a.num,
-            temperature: a.temperature,
-            top_p: a.top_p,
-            seed: a.seed,
+            temperature: a.sampling.temperature,
+            top_p: a.sampling.top_p,
+            seed: a.sampling.seed,
             progress: !a.quiet,
         },
     };

@@ -99,15 +99,9 @@ pub struct Args {
     /// Continue mode: a fixed cycle instead of the voice detector, e.g. listen:2000,continue:1000
     #[arg(long)]
     schedule: Option<String>,
-    /// Continue mode: sampling temperature (0 = greedy)
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    /// Continue mode: nucleus sampling mass
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Continue mode: seed (same seed and input, same output)
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    // --temperature, --top-p, --seed (live: used in continue mode)
+    #[command(flatten)]
+    sampling: super::sampling::SamplingArgs,
     /// Print only the summary, not the once-a-second lines
     #[arg(long)]
     quiet: bool,
@@ -147,9 +141,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         threshold_db: a.threshold_db,
         max_continue_ms: a.max_continue_ms,
         schedule: a.schedule.as_deref().map(parse_schedule).transpose()?,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
+        temperature: a.sampling.temperature,
+        top_p: a.sampling.top_p,
+        seed: a.sampling.seed,
     };
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod info;
 mod live;
+mod sampling;
 mod train;
 
 use clap::{Parser, Subcommand};
