@@ -16,6 +16,7 @@ use wavemamba::device::parse_device;
 ///
 /// Example: wavemamba denoise noisy.wav clean.wav
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Input recording
     input: PathBuf,

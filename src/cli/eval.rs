@@ -23,6 +23,7 @@ use wavemamba::eval::eval_lm;
 ///   wavemamba eval --model models/default --data held_out/ --json
 ///   wavemamba eval --task denoise --speech held_out/speech --noise held_out/noise --snr 0,5,10
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// lm or denoise
     #[arg(long, value_parser = ["lm", "denoise"], default_value = "lm")]

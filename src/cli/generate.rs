@@ -15,6 +15,7 @@ use wavemamba::generate::GenerateOptions;
 ///
 /// Example: wavemamba generate --prompt speech.wav --seconds 4 --out continued.wav --spectrogram spec.png
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Model directory (default: the bundled model, models/default)
     #[arg(long)]

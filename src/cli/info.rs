@@ -2,6 +2,7 @@
 
 /// Show versions, compiled kernels (cpu/cuda), CUDA availability and device names, CPU threads.
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Print one JSON object instead of text
     #[arg(long)]

@@ -22,6 +22,7 @@ use wavemamba::pipeline::{
 ///   wavemamba live --mode continue --seconds 30 --record out.wav
 ///   wavemamba live --mode denoise --input noisy.wav --output-device speaker
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// denoise, continue, or passthrough (no model: measures the pipeline)
     #[arg(long, default_value = "denoise")]

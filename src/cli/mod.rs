@@ -23,19 +23,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train a model on a speech dataset (language model or denoiser)
+    #[command(about = "Train a model on a speech dataset (language model or denoiser)")]
     Train(train::Args),
-    /// Continue a WAV prompt (or generate unconditionally) and write a WAV file
+    #[command(about = "Continue a WAV prompt (or generate unconditionally) and write a WAV file")]
     Generate(generate::Args),
-    /// Denoise a WAV file with a trained denoiser
+    #[command(about = "Denoise a WAV file with a trained denoiser")]
     Denoise(denoise::Args),
-    /// Run on a microphone in real time: denoise or continue what it hears
+    #[command(about = "Run on a microphone in real time: denoise or continue what it hears")]
     Live(live::Args),
-    /// Evaluate a model: NLL in bits per sample, or denoising quality
+    #[command(about = "Evaluate a model: NLL in bits per sample, or denoising quality")]
     Eval(eval::Args),
-    /// Measure kernels and models (selective scan, …)
+    #[command(about = "Measure kernels and models (selective scan, …)")]
     Bench(bench::Args),
-    /// Show versions, compiled kernels, CUDA devices and CPU threads
+    #[command(about = "Show versions, compiled kernels, CUDA devices and CPU threads")]
     Info(info::Args),
 }
 

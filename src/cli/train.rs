@@ -26,6 +26,7 @@ use wavemamba::train::TrainOptions;
 ///   wavemamba train --data corpus/ --config small --out runs/small --steps 2000
 ///   wavemamba train --task denoise --data speech/ --noise noise/ --out runs/denoiser
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Audio directory, manifest file, or token pack (.wmtok)
     #[arg(long)]
