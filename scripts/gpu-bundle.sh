@@ -20,5 +20,9 @@ for t in "${tests[@]}"; do
   cp "$t" "gpu-bundle/tests/$(basename "$t" | sed 's/-[0-9a-f]*$//')"
 done
 strip gpu-bundle/wavemamba gpu-bundle/tests/* 2>/dev/null || true
+# The binary links alsa-lib (cpal, for `live`); the GPU machine has none: carry it along
+# (scripts/gpu-run.sh puts gpu-bundle/lib on LD_LIBRARY_PATH).
+mkdir -p gpu-bundle/lib
+cp -L "$(ldconfig -p | awk '/libasound\.so\.2 /{print $NF; exit}')" gpu-bundle/lib/
 du -sh gpu-bundle
 echo "gpu-bundle ready: on the GPU machine run  scripts/gpu-run.sh [command ...]"

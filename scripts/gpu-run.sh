@@ -9,7 +9,8 @@ py=${PYTHON:-$(command -v python3 || true)}
 [ -x /opt/torch/.venv/bin/python ] && py=${PYTHON:-/opt/torch/.venv/bin/python}
 site=$("$py" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null ||
   echo /opt/torch/.venv/lib/python3.12/site-packages)
-export LD_LIBRARY_PATH="${TORCH_LIB:-$site/torch/lib}:${CUDA_LIB:-$site/nvidia/cu13/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# gpu-bundle/lib: alsa-lib, which the binary links (cpal) and the GPU machine lacks.
+export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:${TORCH_LIB:-$site/torch/lib}:${CUDA_LIB:-$site/nvidia/cu13/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 bin=gpu-bundle/wavemamba
 [ -x "$bin" ] || { echo "no $bin: run scripts/gpu-bundle.sh on the build machine first" >&2; exit 1; }
 export WAVEMAMBA_BIN="$PWD/$bin"  # for tests/cli.rs
