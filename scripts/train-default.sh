@@ -7,6 +7,8 @@
 #   BIN=target/release/wavemamba PACK=packs/speech-en-es-fr.wmtok BUDGET_S=480 scripts/train-default.sh
 #
 # Writes the run to $OUTDIR (default runs/default); the model is $OUTDIR/best.
+# On the GPU machine put gpu-bundle/lib (alsa-lib) and that machine's torch/CUDA libraries on
+# LD_LIBRARY_PATH first, as scripts/gpu-run.sh does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/wavemamba}

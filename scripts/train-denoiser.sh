@@ -10,6 +10,8 @@
 # Packs: `wavemamba train --data CORPUS --save-pack P.wmtok --steps 0` (scripts/build-corpus.py makes
 # the speech corpus; noise: 0ad + megaglest ambience from ../shared/tools/speech-corpus).
 # Writes the run to $OUTDIR (default runs/denoiser); the model is $OUTDIR/best.
+# On the GPU machine put gpu-bundle/lib (alsa-lib) and that machine's torch/CUDA libraries on
+# LD_LIBRARY_PATH first, as scripts/gpu-run.sh does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/wavemamba}
