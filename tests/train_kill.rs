@@ -25,7 +25,8 @@ fn pack(path: &Path) {
         .unwrap();
 }
 
-fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
+/// `wavemamba train` of the tiny preset on `data` into `dir`, one thread, quiet, then `extra`.
+fn train(dir: &Path, data: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(common::wavemamba_bin());
     c.args([
         "train",
@@ -35,23 +36,35 @@ fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
         "tiny",
         "--out",
         dir.to_str().unwrap(),
-    ])
-    .args([
-        "--steps",
-        "100000",
         "--batch",
         "2",
         "--len",
         "512",
-        "--ckpt-every",
+        "--threads",
         "1",
-        "--valid-every",
-        "3",
+        "--quiet",
     ])
-    .args(["--threads", "1", "--quiet"])
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
+    c
+}
+
+/// A long run that checkpoints every step (the kill test's target).
+fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
+    let mut c = train(
+        dir,
+        data,
+        &[
+            "--steps",
+            "100000",
+            "--ckpt-every",
+            "1",
+            "--valid-every",
+            "3",
+        ],
+    );
+    c.args(extra);
     c
 }
 
@@ -116,35 +129,22 @@ fn train_arch_unet_trains_and_saves_a_unet() {
     let data = dir.join("data.wmtok");
     pack(&data);
     let run = dir.join("run");
-    let out = Command::new(common::wavemamba_bin())
-        .args([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--config",
-            "tiny",
-        ])
-        .args([
+    let out = train(
+        &run,
+        &data,
+        &[
             "--arch",
             "unet",
             "--pooling",
             "2,4",
-            "--out",
-            run.to_str().unwrap(),
-        ])
-        .args([
             "--steps",
             "1",
-            "--batch",
-            "2",
-            "--len",
-            "512",
             "--valid-every",
             "1",
-        ])
-        .args(["--threads", "1", "--quiet"])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",

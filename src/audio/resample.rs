@@ -431,6 +431,16 @@ impl StreamingResampler {
 mod tests {
     use super::*;
 
+    /// The centre of mass (in samples) of a non-negative pulse.
+    fn centroid(y: &[f32]) -> f64 {
+        let s: f64 = y.iter().map(|&v| f64::from(v)).sum();
+        y.iter()
+            .enumerate()
+            .map(|(i, &v)| i as f64 * f64::from(v))
+            .sum::<f64>()
+            / s
+    }
+
     #[test]
     fn a_reused_resampler_gives_the_same_output() {
         let x: Vec<f32> = (0..5000)
@@ -455,13 +465,7 @@ mod tests {
             r.process(&x, &mut y).unwrap();
             r.flush(&mut y).unwrap();
             let y = &y[r.delay_samples()..];
-            let s: f64 = y.iter().map(|&v| f64::from(v)).sum();
-            let c = y
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| i as f64 * f64::from(v))
-                .sum::<f64>()
-                / s;
+            let c = centroid(y);
             let expect = m * f64::from(to) / f64::from(from);
             assert!((c - expect).abs() < 0.05, "{from}->{to}: {c} vs {expect}");
         }
@@ -500,13 +504,7 @@ mod tests {
                 .map(|i| (-((i as f64 - m) / 40.0).powi(2)).exp() as f32)
                 .collect();
             let y = resample(&x, from, to).unwrap();
-            let s: f64 = y.iter().map(|&v| f64::from(v)).sum();
-            let c: f64 = y
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| i as f64 * f64::from(v))
-                .sum::<f64>()
-                / s;
+            let c = centroid(&y);
             let expect = m * f64::from(to) / f64::from(from);
             // rubato's one-step table offset, in output samples (see `sinc_parameters`).
             let offset = f64::from(to) / f64::from(from) / OVERSAMPLING as f64;

@@ -175,15 +175,15 @@ impl Objective for DenoiseData {
     fn train_batch(&mut self, index: u64, batch: i64, len: i64) -> Result<Vec<Tensor>> {
         let (b, l) = (batch as usize, len as usize);
         let (mut noisy_t, mut clean_t, mut clean_x) = (
-            Vec::with_capacity(b * l),
-            Vec::with_capacity(b * l),
+            vec![0i64; b * l],
+            vec![0i64; b * l],
             Vec::with_capacity(b * l),
         );
-        for i in 0..batch as u64 {
-            let key = self.seed ^ splitmix64(index.wrapping_mul(1 << 20).wrapping_add(i));
+        for i in 0..b {
+            let key = self.seed ^ splitmix64(index.wrapping_mul(1 << 20).wrapping_add(i as u64));
             let (noisy, clean) = example(&self.speech.train, &self.noise.train, key, l, &self.mix);
-            noisy_t.extend(noisy.iter().map(|&v| i64::from(mulaw::encode(v))));
-            clean_t.extend(clean.iter().map(|&v| i64::from(mulaw::encode(v))));
+            mulaw::encode_into(&noisy, &mut noisy_t[i * l..(i + 1) * l]);
+            mulaw::encode_into(&clean, &mut clean_t[i * l..(i + 1) * l]);
             clean_x.extend_from_slice(&clean);
         }
         let shape = [batch, len];

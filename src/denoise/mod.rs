@@ -145,7 +145,8 @@ pub fn denoise_samples_scan(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> 
     tch::no_grad(|| -> Result<()> {
         let mut state = model.zero_state(1);
         for chunk in x.chunks(CHUNK) {
-            let tokens: Vec<i64> = chunk.iter().map(|&v| i64::from(mulaw::encode(v))).collect();
+            let mut tokens = vec![0i64; chunk.len()];
+            mulaw::encode_into(chunk, &mut tokens);
             let tokens = Tensor::from_slice(&tokens)
                 .view([1, -1])
                 .to_device(model.device());
@@ -176,10 +177,10 @@ pub fn denoise_batch(model: &WaveMamba, x: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
             reason: "denoise_batch needs non-empty sequences of equal length".into(),
         });
     }
-    let tokens: Vec<i64> = x
-        .iter()
-        .flat_map(|s| s.iter().map(|&v| i64::from(mulaw::encode(v))))
-        .collect();
+    let mut tokens = vec![0i64; x.len() * l];
+    for (row, s) in tokens.chunks_mut(l).zip(x) {
+        mulaw::encode_into(s, row);
+    }
     let tokens = Tensor::from_slice(&tokens)
         .view([x.len() as i64, l as i64])
         .to_device(model.device());

@@ -173,13 +173,7 @@ pub fn run_live_with(
             epoch,
         );
         source_stream = Some(device::build_input(d, *setup, cb, events_tx.clone())?);
-        desc += &format!(
-            "input {} ({} ch, {} Hz, {}, buffer {in_buffer} frames)",
-            device::device_name(d),
-            setup.config.channels,
-            in_rate,
-            setup.format
-        );
+        desc += &format!("input {}", stream_desc(d, setup, in_rate, in_buffer));
     } else if let Some(p) = &o.input_file {
         desc += &format!("input file {} ({in_rate} Hz)", p.display());
     }
@@ -197,13 +191,7 @@ pub fn run_live_with(
         )
         .with_trimming(!o.lossless);
         sink_stream = Some(device::build_output(d, *setup, cb, events_tx.clone())?);
-        desc += &format!(
-            " → output {} ({} ch, {} Hz, {}, buffer {out_buffer} frames)",
-            device::device_name(d),
-            setup.config.channels,
-            out_rate,
-            setup.format
-        );
+        desc += &format!(" → output {}", stream_desc(d, setup, out_rate, out_buffer));
     } else {
         out_prod = None;
         desc += " → no playback";
@@ -500,4 +488,14 @@ fn drain_output(counters: &Counters, out_rate: u32, stop: &AtomicBool) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `NAME (CH ch, RATE Hz, FORMAT, buffer N frames)` for the start-up line.
+fn stream_desc(d: &cpal::Device, setup: &device::StreamSetup, rate: u32, buffer: usize) -> String {
+    format!(
+        "{} ({} ch, {rate} Hz, {}, buffer {buffer} frames)",
+        device::device_name(d),
+        setup.config.channels,
+        setup.format
+    )
 }
