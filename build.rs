@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 /// C++ translation units that include torch headers (slow to compile: keep them few).
 const TORCH_SOURCES: &[&str] = &[
     "csrc/shim.cpp",
+    "csrc/optim.cpp",
+    "csrc/profiler.cpp",
+    "csrc/layers.cpp",
     "csrc/scan/scan_autograd.cpp",
     "csrc/scan/scan_cpu.cpp",
 ];
@@ -17,6 +20,7 @@ const TORCH_CUDA_SOURCES: &[&str] = &["csrc/scan/scan_cuda.cpp"];
 /// kernels are instantiated once per dtype and direction so nvcc runs in parallel.
 const CUDA_SOURCES: &[&str] = &[
     "csrc/cuda/mulaw.cu",
+    "csrc/cuda/layers.cu",
     "csrc/cuda/scan_launch.cu",
     "csrc/cuda/scan_fwd_f32.cu",
     "csrc/cuda/scan_fwd_bf16.cu",

@@ -8,10 +8,10 @@
 #include <torch/version.h>
 
 #include <cstring>
-#include <exception>
 #include <string>
 
 #include "mulaw.h"
+#include "shim_common.h"
 #include "scan/scan.h"
 
 #ifdef WM_WITH_CUDA
@@ -27,32 +27,10 @@
 
 namespace {
 
-thread_local std::string last_error;
-
-template <typename F>
-int guard(const char *op, F &&body) {
-  try {
-    body();
-    last_error.clear();
-    return 0;
-  } catch (const c10::Error &e) {
-    last_error = std::string(op) + ": " + e.what_without_backtrace();
-  } catch (const std::exception &e) {
-    last_error = std::string(op) + ": " + e.what();
-  } catch (...) {
-    last_error = std::string(op) + ": unknown C++ exception";
-  }
-  return 1;
-}
-
-const at::Tensor &lent(wm_tensor t, const char *name) {
-  TORCH_CHECK(t != nullptr, "argument `", name, "` is NULL");
-  return *static_cast<at::Tensor *>(t);
-}
-
-at::Tensor optional(wm_tensor t) { return t ? *static_cast<at::Tensor *>(t) : at::Tensor(); }
-
-wm_tensor adopt(at::Tensor t) { return new at::Tensor(std::move(t)); }
+using wm::shim::adopt;
+using wm::shim::guard;
+using wm::shim::lent;
+using wm::shim::optional;
 
 #ifdef WM_WITH_CUDA
 /// A pair of CUDA events recorded on the current stream of one device.
@@ -83,7 +61,7 @@ void check_mu(int64_t mu) {
 
 extern "C" {
 
-const char *wm_last_error(void) { return last_error.c_str(); }
+const char *wm_last_error(void) { return wm::shim::last_error.c_str(); }
 
 const char *wm_kernels(void) {
 #ifdef WM_WITH_CUDA

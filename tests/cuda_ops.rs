@@ -55,3 +55,67 @@ fn autocast_bf16_runs_cuda_matmuls_in_bfloat16() {
     assert_eq!(ce.kind(), Kind::Float);
     assert_eq!(a.matmul(&b).kind(), Kind::Float, "autocast is off again");
 }
+
+/// The fused multi-tensor AdamW and gradient clipping give the same parameters on CUDA as on the
+/// CPU (different kernels, same update).
+#[test]
+fn cuda_adamw_and_clipping_match_cpu() {
+    use wavemamba::train::optim::{AdamW, AdamWConfig};
+    tch::manual_seed(5);
+    let shapes: [&[i64]; 3] = [&[33, 17], &[129], &[8, 16]];
+    let names = ["a.weight", "b.bias", "c.A_log"];
+    let init: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)))
+        .collect();
+    let run = |device: Device| -> Vec<Tensor> {
+        let params: Vec<(String, Tensor)> = names
+            .iter()
+            .zip(&init)
+            // A fresh leaf per run (on the CPU, `to_device` alone would hand back `t` itself).
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    t.copy().to_device(device).set_requires_grad(true),
+                )
+            })
+            .collect();
+        let mut opt = AdamW::new(
+            params
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+            AdamWConfig::default(),
+        );
+        for step in 0..3 {
+            // Quadratic, so gradients carry no transcendental rounding differences between devices
+            // (Adam's m/√v turns any sign flip of a near-zero gradient into a full step).
+            let scale = (step + 1) as f64;
+            let loss: Tensor = params
+                .iter()
+                .zip(&init)
+                .map(|((_, p), w)| {
+                    ((p * w.to_device(device) - 1.0).square() * scale).sum(Kind::Float)
+                })
+                .sum();
+            loss.backward();
+            let norm = opt.clip_grad_norm(2.0).unwrap();
+            assert!(norm > 2.0, "the test should clip (norm {norm})");
+            opt.step(0.05).unwrap();
+        }
+        params
+            .iter()
+            .map(|(_, p)| p.detach().to_device(Device::Cpu))
+            .collect()
+    };
+    let (cpu, gpu) = (run(Device::Cpu), run(Device::Cuda(0)));
+    for (((name, a), b), w) in names.iter().zip(&cpu).zip(&gpu).zip(&init) {
+        let moved = (a - w).abs().max().double_value(&[]);
+        assert!(
+            moved > 1e-2,
+            "{name}: the updates should move the parameters (by {moved})"
+        );
+        let err = (a - b).abs().max().double_value(&[]);
+        assert!(err < 1e-5, "{name}: CUDA and CPU AdamW differ by {err}");
+    }
+}

@@ -54,6 +54,8 @@ struct ScanArgs {
   // Variants: forward with register prefetch of one chunk instead of cp.async stages (the
   // driver's default for float32); backward keeping every state of a chunk instead of every 4th.
   bool fwd_sync = false, bwd_full_history = false;
+  // Backward flushing dB/dC every 8 steps instead of 16 (8 lanes per row only): less shared memory.
+  bool bwd_short_flush = false;
   // Inputs (io dtype unless noted).
   const void *u = nullptr, *delta = nullptr, *Bm = nullptr, *Cm = nullptr, *z = nullptr;
   const float *A = nullptr, *D_skip = nullptr, *bias = nullptr, *h0 = nullptr;

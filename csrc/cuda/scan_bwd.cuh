@@ -177,18 +177,17 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
 
 /// Blocks per SM the backward kernel is compiled for (registers ≤ 65536 / (128 · blocks)): what
 /// its shared memory allows for the N ≤ 16 layouts; no cap for 32 lanes per row (N > 16).
-constexpr int bwd_min_blocks(int lanes, int states, bool sub) {
-  return lanes == 32 ? 1 : states == 1 ? (sub ? 4 : 3) : (sub ? 2 : 1);
+constexpr int bwd_min_blocks(int lanes, int states, bool sub, int ts) {
+  return lanes == 32 ? 1 : states == 1 ? (sub ? 4 : 3) : (sub ? (ts <= 8 ? 3 : 2) : 1);
 }
 
 /// The backward scan proper. kSub: the state history keeps every 4th state (the states inside a
 /// group of 4 steps are recomputed in registers during the adjoint sweep: 4× less shared memory);
-/// else every state of the chunk.
-template <typename T, int LPR, int S, bool kSub>
-__global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub))
+/// else every state of the chunk. TS: steps per dB/dC flush.
+template <typename T, int LPR, int S, bool kSub, int TS>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
     scan_bwd_kernel(const ScanArgs a) {
   using C = Cfg<LPR, S>;
-  constexpr int TS = C::TS;
   constexpr int HS = kThreads * S;  // row stride of the state history
   constexpr int HROWS = kSub ? kTC / 4 : kTC + 1;
   extern __shared__ float4 smem4[];
@@ -465,10 +464,16 @@ struct BwdLauncher {
   cudaError_t operator()() const {
     using C = Cfg<LPR, S>;
     const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
-    const int floats = C::BWD_FLOATS + 2 * C::NP * (C::TS + 1);
-    if (a.bwd_full_history) return launch(scan_bwd_kernel<T, LPR, S, false>, a, bx, floats, stream);
-    const int sub_floats = floats - (kTC + 1 - kTC / 4) * kThreads * S;
-    return launch(scan_bwd_kernel<T, LPR, S, true>, a, bx, sub_floats, stream);
+    if (a.bwd_full_history) {
+      return launch(scan_bwd_kernel<T, LPR, S, false, C::TS>, a, bx, C::bwd_floats(C::TS, false),
+                    stream);
+    }
+    if (a.bwd_short_flush && C::TS_SHORT != C::TS) {
+      return launch(scan_bwd_kernel<T, LPR, S, true, C::TS_SHORT>, a, bx,
+                    C::bwd_floats(C::TS_SHORT, true), stream);
+    }
+    return launch(scan_bwd_kernel<T, LPR, S, true, C::TS>, a, bx, C::bwd_floats(C::TS, true),
+                  stream);
   }
 };
 

@@ -49,12 +49,19 @@ struct Cfg {
   static constexpr int ROW_UNITS = (ROW_QUADS + kThreads - 1) / kThreads;
   static constexpr int BC_QUADS = NP * (kTC / 4);
   static constexpr int BC_UNITS = (BC_QUADS + kThreads - 1) / kThreads;
-  static constexpr int TS = LPR > 16 ? LPR : 16;  // steps per dB/dC flush in the backward
+  // Steps per dB/dC flush in the backward: the default, and the short one (WM_SCAN_BWD_FLUSH=8,
+  // N ≤ 16 layouts with 8 lanes per row) that frees shared memory for a third block per SM.
+  static constexpr int TS = LPR > 16 ? LPR : 16;
+  static constexpr int TS_SHORT = LPR > 8 ? TS : 8;
   // Shared memory (floats).
   static constexpr int FWD_FLOATS = (4 * RB + 2 * NP) * kTP;
   static constexpr int BWD_LOCAL_FLOATS = (2 * RB + NP) * kTP;
-  static constexpr int BWD_FLOATS =
-      (6 * RB + 2 * NP) * kTP + (kTC + 1) * kThreads * S + 2 * TS * RB * NP;
+  /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
+  /// history: row and B/C tiles, state history, dB/dC buffers, flush stage.
+  static constexpr int bwd_floats(int ts, bool sub) {
+    return (6 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S +
+           2 * ts * RB * NP + 2 * NP * (ts + 1);
+  }
 };
 
 // ---- math -----------------------------------------------------------------------------------
@@ -264,7 +271,7 @@ template <typename T, int LPR, int S, bool kLocal, bool kAsync>
 __global__ void scan_fwd_kernel(const ScanArgs a);
 template <typename T, int LPR, int S>
 __global__ void scan_bwd_local_kernel(const ScanArgs a);
-template <typename T, int LPR, int S, bool kSub>
+template <typename T, int LPR, int S, bool kSub, int TS>
 __global__ void scan_bwd_kernel(const ScanArgs a);
 
 /// Number of thread blocks along x for a configuration: groups × row blocks per group.

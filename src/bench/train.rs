@@ -24,6 +24,8 @@ pub struct TrainBench {
     pub warmup: usize,
     /// bf16 autocast (CUDA only, as `train --precision bf16`).
     pub bf16: bool,
+    /// Profile 2 more steps after the timed ones and write their Chrome trace here.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// Measured throughput.
@@ -68,8 +70,8 @@ pub fn run(b: &TrainBench) -> Result<TrainReport> {
             mean_nll_nats(&model, &tokens)?
         };
         loss.backward();
-        opt.clip_grad_norm(1.0);
-        opt.step(1e-3);
+        opt.clip_grad_norm(1.0)?;
+        opt.step(1e-3)?;
         Ok(())
     };
     for _ in 0..b.warmup {
@@ -87,6 +89,15 @@ pub fn run(b: &TrainBench) -> Result<TrainReport> {
     }
     sync();
     let secs = start.elapsed().as_secs_f64() / b.steps as f64;
+    if let Some(path) = &b.trace {
+        crate::ops::profiler::profile(path, b.device.is_cuda(), || {
+            for _ in 0..2 {
+                one_step()?;
+            }
+            sync();
+            Ok(())
+        })?;
+    }
     let samples = (b.batch * b.len) as f64 / secs;
     Ok(TrainReport {
         parameters: model.num_parameters(),

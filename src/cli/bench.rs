@@ -124,6 +124,10 @@ struct TrainArgs {
     /// CPU threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
+    /// After timing, profile 2 more steps and write a Chrome trace (CPU operators and CUDA
+    /// kernels; summarise with scripts/trace-summary.py or open in Perfetto)
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -331,6 +335,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 steps: a.steps,
                 warmup: 2,
                 bf16: a.precision == "bf16",
+                trace: a.trace.clone(),
             };
             let report = wavemamba::bench::train::run(&cfg).context("training benchmark failed")?;
             if a.json {

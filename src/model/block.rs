@@ -28,11 +28,26 @@ impl RmsNorm {
         }
     }
 
+    /// The fused CUDA kernel for float32 CUDA tensors (`ops::layers`), else ATen ops.
+    ///
     /// # Shapes
     /// (…, d_model) → (…, d_model)
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        if x.kind() == Kind::Float
+            && x.size().last().is_some_and(|&c| c <= 1024)
+            && crate::ops::layers::fused_layers_for(x.device())
+        {
+            if let Ok(y) = crate::ops::layers::rms_norm(x, &self.weight, Self::EPS) {
+                return y;
+            }
+        }
+        Self::forward_composite(x, &self.weight)
+    }
+
+    /// The ATen formula (CPU path, and the reference of the fused kernel's tests).
+    pub fn forward_composite(x: &Tensor, weight: &Tensor) -> Tensor {
         let ms = x.square().mean_dim(-1, true, Kind::Float);
-        x * (ms + Self::EPS).rsqrt() * &self.weight
+        x * (ms + Self::EPS).rsqrt() * weight
     }
 }
 

@@ -106,25 +106,29 @@ impl Mixer {
     pub fn forward(&self, h: &Tensor, state: Option<&mut LayerState>) -> Result<Tensor> {
         let (batch, len) = (h.size()[0], h.size()[1]);
         let (di, n, k, r) = (self.d_inner, self.d_state, self.d_conv, self.dt_rank);
-        // Channel-first products (W @ Xᵀ) give the scan its (B, ·, L) layouts without transposed copies.
-        let xz = batched(&self.in_proj, &h.transpose(1, 2)); // (B, 2·d_inner, L)
-        let (x, z) = (xz.narrow(1, 0, di), xz.narrow(1, di, di));
-        // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs.
-        let history = match &state {
-            Some(s) => s.conv.narrow(2, 1, k - 1),
-            None => Tensor::zeros([batch, di, k - 1], (x.kind(), x.device())),
-        };
-        let xc = Tensor::cat(&[&history, &x], 2); // (B, d_inner, L + d_conv − 1)
-        let x = xc
-            .conv1d(
+        // Channel-first products (W @ Xᵀ) give the scan its (B, ·, L) layouts without transposed
+        // copies. x and z come from separate products of in_proj's halves: slices of one (B,
+        // 2·d_inner, L) product would cost two zero-filled full-size gradients in the backward.
+        let ht = h.transpose(1, 2);
+        let x = batched(&self.in_proj.narrow(0, 0, di), &ht); // (B, d_inner, L)
+        let z = batched(&self.in_proj.narrow(0, di, di), &ht); // (B, d_inner, L)
+                                                               // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs (zero
+                                                               // without a state: then on CUDA one fused kernel does conv and SiLU, float32 out).
+        let (x, xc) = if state.is_none() && crate::ops::layers::fused_layers_for(x.device()) {
+            let y = crate::ops::layers::causal_conv1d_silu(
+                &x,
                 &self.conv1d_weight,
                 Some(&self.conv1d_bias),
-                [1],
-                [0],
-                [1],
-                di,
-            )
-            .silu(); // (B, d_inner, L)
+            )?;
+            (y, None)
+        } else {
+            let history = match &state {
+                Some(s) => s.conv.narrow(2, 1, k - 1),
+                None => Tensor::zeros([batch, di, k - 1], (x.kind(), x.device())),
+            };
+            let xc = Tensor::cat(&[&history, &x], 2); // (B, d_inner, L + d_conv − 1)
+            (self.conv_silu_composite(&xc), Some(xc))
+        }; // x: (B, d_inner, L)
         let x_dbl = batched(&self.x_proj, &x); // (B, dt_rank + 2·d_state, L)
         let dt = batched(&self.dt_proj_weight, &x_dbl.narrow(1, 0, r)); // (B, d_inner, L)
         let b = x_dbl.narrow(1, r, n); // (B, d_state, L)
@@ -152,7 +156,7 @@ impl Mixer {
             initial_state: state.as_ref().map(|s| &s.ssm),
             delta_softplus: true,
         })?;
-        if let Some(s) = state {
+        if let (Some(s), Some(xc)) = (state, xc) {
             s.conv = xc.narrow(2, len + k - 1 - k, k).contiguous(); // last d_conv inputs
             s.ssm = scan.last_state;
         }
@@ -162,6 +166,22 @@ impl Mixer {
             .unsqueeze(0)
             .expand([batch, -1, -1], false);
         Ok(scan.out.transpose(1, 2).bmm(&w_out)) // (B, L, d_model)
+    }
+
+    /// `silu(conv1d(xc) + bias)` in ATen ops, valid part only.
+    ///
+    /// # Shapes
+    /// `xc`: (B, d_inner, L + d_conv − 1) → (B, d_inner, L)
+    pub fn conv_silu_composite(&self, xc: &Tensor) -> Tensor {
+        xc.conv1d(
+            &self.conv1d_weight,
+            Some(&self.conv1d_bias),
+            [1],
+            [0],
+            [1],
+            self.d_inner,
+        )
+        .silu()
     }
 
     /// One time step, as upstream `Mamba.step`.

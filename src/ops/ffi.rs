@@ -34,6 +34,37 @@ extern "C" {
         allocated: *mut i64,
         peak: *mut i64,
     ) -> c_int;
+    pub(crate) fn wm_clip_grad_norm(
+        grads: *mut WmTensor,
+        n: i64,
+        max_norm: f64,
+        total: *mut f64,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn wm_adamw_step(
+        params: *mut WmTensor,
+        grads: *mut WmTensor,
+        m: *mut WmTensor,
+        v: *mut WmTensor,
+        n: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        step: i64,
+    ) -> c_int;
+    pub(crate) fn wm_zero_(tensors: *mut WmTensor, n: i64) -> c_int;
+    pub(crate) fn wm_causal_conv1d_silu(
+        x: WmTensor,
+        weight: WmTensor,
+        bias: WmTensor,
+        out: *mut WmTensor,
+    ) -> c_int;
+    pub(crate) fn wm_rms_norm(x: WmTensor, weight: WmTensor, eps: f64, out: *mut WmTensor)
+        -> c_int;
+    pub(crate) fn wm_profiler_start(cuda: c_int) -> c_int;
+    pub(crate) fn wm_profiler_stop(path: *const c_char) -> c_int;
     pub(crate) fn wm_mulaw_encode(x: WmTensor, mu: i64, out: *mut WmTensor) -> c_int;
     pub(crate) fn wm_mulaw_decode(q: WmTensor, mu: i64, out: *mut WmTensor) -> c_int;
     #[allow(clippy::too_many_arguments)]

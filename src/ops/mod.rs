@@ -3,7 +3,10 @@
 pub mod autocast;
 pub mod cuda;
 mod ffi;
+pub mod layers;
 pub mod mulaw;
+pub mod multi;
+pub mod profiler;
 pub mod scan;
 pub mod scan_ref;
 

@@ -259,11 +259,11 @@ pub fn train_objective(
             return Err(Error::Training { step, reason: format!("loss is {loss_nats}; stopped before updating the weights (last good checkpoint kept)") });
         }
         loss.backward();
-        let grad_norm = opt.clip_grad_norm(opts.clip);
+        let grad_norm = opt.clip_grad_norm(opts.clip)?;
         if !grad_norm.is_finite() {
             return Err(Error::Training { step, reason: format!("gradient norm is {grad_norm}; stopped before updating the weights (last good checkpoint kept)") });
         }
-        opt.step(lr);
+        opt.step(lr)?;
         state.step += 1;
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         last_loss = loss_nats * metric.loss_scale;

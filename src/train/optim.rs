@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
+
+use crate::ops::multi::{self, AdamWStep};
+use crate::Result;
 
 /// Hyper-parameters: β = (0.9, 0.95), ε = 1e-8, weight decay 0.1 on matrices only.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +29,10 @@ impl Default for AdamWConfig {
 }
 
 /// Optimizer over named parameters; `m`/`v` are the first/second moment estimates.
+///
+/// Each step runs PyTorch's fused multi-tensor AdamW (`ops::multi`) once per weight-decay group,
+/// so its cost does not grow with the number of parameter tensors (one launch per ~10 tensors
+/// instead of ~10 launches per tensor).
 pub struct AdamW {
     pub config: AdamWConfig,
     params: Vec<(String, Tensor)>,
@@ -39,6 +46,15 @@ pub struct AdamW {
 /// `_no_weight_decay`, like `D`, biases and norm weights, which are vectors anyway).
 pub fn decays(name: &str, t: &Tensor) -> bool {
     t.dim() >= 2 && !name.ends_with("A_log")
+}
+
+/// One weight-decay group's parallel lists for the fused update.
+#[derive(Default)]
+struct Group {
+    params: Vec<Tensor>,
+    grads: Vec<Tensor>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
 }
 
 impl AdamW {
@@ -55,65 +71,55 @@ impl AdamW {
         }
     }
 
-    /// Clips the global gradient norm to `max_norm` (if > 0) and returns the norm before clipping.
-    pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
-        let total: f64 = self
-            .params
+    /// The gradients that exist (parameters the loss did not reach have none).
+    fn grads(&self) -> Vec<Tensor> {
+        self.params
             .iter()
-            .map(|(_, p)| {
-                let g = p.grad();
-                if g.defined() {
-                    g.square().sum(Kind::Double).double_value(&[])
-                } else {
-                    0.0
-                }
-            })
-            .sum::<f64>()
-            .sqrt();
-        if max_norm > 0.0 && total > max_norm {
-            let scale = max_norm / (total + 1e-6);
-            tch::no_grad(|| {
-                for (_, p) in &self.params {
-                    let mut g = p.grad();
-                    if g.defined() {
-                        let _ = g.f_mul_scalar_(scale);
-                    }
-                }
-            });
-        }
-        total
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .collect()
+    }
+
+    /// Clips the global gradient norm to `max_norm` (if > 0) and returns the norm before clipping.
+    ///
+    /// # Errors
+    /// Kernel errors.
+    pub fn clip_grad_norm(&self, max_norm: f64) -> Result<f64> {
+        multi::clip_grad_norm_(&self.grads(), max_norm)
     }
 
     /// One AdamW update with learning rate `lr`; zeroes the gradients afterwards.
-    pub fn step(&mut self, lr: f64) {
+    ///
+    /// # Errors
+    /// Kernel errors.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         self.steps += 1;
-        let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.steps as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.steps as i32);
-        tch::no_grad(|| {
-            for (name, p) in &self.params {
-                let mut g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let (m, v) = (&self.m[name], &self.v[name]);
-                let _ = m
-                    .shallow_clone()
-                    .f_mul_scalar_(c.beta1)
-                    .and_then(|mut m| m.f_add_(&(&g * (1.0 - c.beta1))));
-                let _ = v
-                    .shallow_clone()
-                    .f_mul_scalar_(c.beta2)
-                    .and_then(|mut v| v.f_add_(&(g.square() * (1.0 - c.beta2))));
-                let mut p = p.shallow_clone();
-                if decays(name, &p) {
-                    let _ = p.f_mul_scalar_(1.0 - lr * c.weight_decay);
-                }
-                let update = (m / bc1) / ((v / bc2).sqrt() + c.eps);
-                let _ = p.f_sub_(&(update * lr));
-                let _ = g.f_zero_();
+        let mut groups = [Group::default(), Group::default()]; // [decay, no decay]
+        for (name, p) in &self.params {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
             }
-        });
+            let group = &mut groups[usize::from(!decays(name, p))];
+            group.params.push(p.shallow_clone());
+            group.grads.push(g);
+            group.m.push(self.m[name].shallow_clone());
+            group.v.push(self.v[name].shallow_clone());
+        }
+        let c = self.config;
+        for (group, weight_decay) in groups.iter().zip([c.weight_decay, 0.0]) {
+            let s = AdamWStep {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay,
+                step: self.steps,
+            };
+            multi::adamw_step_(&group.params, &group.grads, &group.m, &group.v, s)?;
+            multi::zero_(&group.grads)?;
+        }
+        Ok(())
     }
 
     /// Tensors to checkpoint: `m.<param>` and `v.<param>`.
@@ -146,5 +152,117 @@ impl AdamW {
         });
         self.steps = steps;
         missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// AdamW written out in float64, one tensor at a time (the textbook update).
+    fn reference_step(
+        p: &mut Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        g: &Tensor,
+        lr: f64,
+        wd: f64,
+        t: i32,
+    ) {
+        let c = AdamWConfig::default();
+        *m = &*m * c.beta1 + g * (1.0 - c.beta1);
+        *v = &*v * c.beta2 + g.square() * (1.0 - c.beta2);
+        let m_hat = &*m / (1.0 - c.beta1.powi(t));
+        let v_hat = &*v / (1.0 - c.beta2.powi(t));
+        *p = &*p * (1.0 - lr * wd) - m_hat / (v_hat.sqrt() + c.eps) * lr;
+    }
+
+    #[test]
+    fn fused_adamw_matches_the_textbook_update_per_group() {
+        tch::manual_seed(11);
+        let names = [
+            "layers.0.mixer.in_proj.weight",
+            "layers.0.mixer.A_log",
+            "norm.weight",
+        ];
+        let shapes: [&[i64]; 3] = [&[6, 5], &[4, 3], &[7]];
+        let params: Vec<(String, Tensor)> = names
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| {
+                let t = Tensor::randn(s, (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                (n.to_string(), t)
+            })
+            .collect();
+        let mut want: Vec<(Tensor, Tensor, Tensor)> = params
+            .iter()
+            .map(|(_, p)| {
+                let p = p.detach().to_kind(Kind::Double);
+                (p.copy(), p.zeros_like(), p.zeros_like())
+            })
+            .collect();
+        let mut opt = AdamW::new(
+            params
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+            AdamWConfig::default(),
+        );
+        for t in 1..=4 {
+            let lr = 0.01 * t as f64;
+            let grads: Vec<Tensor> = params.iter().map(|(_, p)| Tensor::randn_like(p)).collect();
+            // The optimizer zeroed the previous gradients: this backward leaves exactly `grads`.
+            let loss: Tensor = params
+                .iter()
+                .zip(&grads)
+                .map(|((_, p), g)| (p * g).sum(Kind::Float))
+                .sum();
+            loss.backward();
+            for (((name, p), g), w) in params.iter().zip(&grads).zip(want.iter_mut()) {
+                let wd = if decays(name, p) { 0.1 } else { 0.0 };
+                let (wp, wm, wv) = w;
+                reference_step(wp, wm, wv, &g.to_kind(Kind::Double), lr, wd, t);
+            }
+            opt.step(lr).unwrap();
+            for ((name, p), (wp, _, _)) in params.iter().zip(&want) {
+                let err = (p.detach().to_kind(Kind::Double) - wp)
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert!(err < 1e-5, "{name} after step {t}: max error {err}");
+                assert_eq!(
+                    p.grad().abs().max().double_value(&[]),
+                    0.0,
+                    "{name}: gradient zeroed"
+                );
+            }
+        }
+        assert_eq!(opt.steps, 4);
+        assert!(decays(names[0], &params[0].1) && !decays(names[1], &params[1].1));
+    }
+
+    #[test]
+    fn clipping_reports_the_global_norm_and_scales_only_above_it() {
+        let a = Tensor::from_slice(&[3.0f32, 0.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.0f32, 4.0]).set_requires_grad(true);
+        (&a * &a * 0.5 + &b * &b * 0.5).sum(Kind::Float).backward(); // grads = (3, 0), (0, 4)
+        let opt = AdamW::new(
+            vec![
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            AdamWConfig::default(),
+        );
+        assert!((opt.clip_grad_norm(10.0).unwrap() - 5.0).abs() < 1e-6);
+        assert_eq!(
+            Vec::<f32>::try_from(&b.grad()).unwrap(),
+            vec![0.0, 4.0],
+            "below max: untouched"
+        );
+        assert!((opt.clip_grad_norm(1.0).unwrap() - 5.0).abs() < 1e-6);
+        let g = Vec::<f32>::try_from(&b.grad()).unwrap();
+        assert!((g[1] - 0.8).abs() < 1e-5, "scaled to norm 1: {g:?}");
+        assert!((opt.clip_grad_norm(0.0).unwrap() - 1.0).abs() < 1e-5);
     }
 }

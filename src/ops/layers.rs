@@ -1,0 +1,58 @@
+//! Fused CUDA layers (`csrc/layers.cpp`, kernels in `csrc/cuda/layers.cu`), differentiable. The
+//! model calls them for CUDA tensors when the build has CUDA kernels ([`fused_layers_for`]); on
+//! the CPU it keeps its ATen composites, which the CUDA tests use as references.
+
+use tch::Tensor;
+
+use super::ffi;
+use crate::Result;
+
+/// Whether the fused layers serve tensors on `device`: a CUDA device, a `--features cuda` build,
+/// and not switched off by `WM_FUSED_LAYERS=0` (to compare with the ATen composites).
+pub fn fused_layers_for(device: tch::Device) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    device.is_cuda()
+        && cfg!(feature = "cuda")
+        && !*OFF.get_or_init(|| std::env::var("WM_FUSED_LAYERS").is_ok_and(|v| v == "0"))
+}
+
+/// `silu(conv1d(x) + bias)`: the Mamba block's causal depthwise convolution (zero history) and
+/// its activation in one kernel.
+///
+/// # Shapes
+/// `x`: (B, D, L) float32 or bfloat16, unit stride along L; `weight`: (D, 1, K), K ≤ 8;
+/// `bias`: (D) → (B, D, L) float32.
+///
+/// # Errors
+/// Shapes, dtypes, non-CUDA tensors, a build without CUDA kernels.
+pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: lent handles stay alive for the call; the output is adopted once below.
+    let status = unsafe {
+        ffi::wm_causal_conv1d_silu(
+            ffi::lend(x),
+            ffi::lend(weight),
+            ffi::lend_opt(bias),
+            &mut out,
+        )
+    };
+    ffi::check("causal_conv1d_silu", status)?;
+    // SAFETY: a fresh handle from the library.
+    Ok(unsafe { ffi::adopt(out) })
+}
+
+/// RMSNorm `x / √(mean(x²) + eps) · weight` over the last dimension.
+///
+/// # Shapes
+/// `x`: (…, C) float32, C ≤ 1024; `weight`: (C) → (…, C) float32.
+///
+/// # Errors
+/// Shapes, dtypes, non-CUDA tensors, a build without CUDA kernels.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: as above.
+    let status = unsafe { ffi::wm_rms_norm(ffi::lend(x), ffi::lend(weight), eps, &mut out) };
+    ffi::check("rms_norm", status)?;
+    // SAFETY: a fresh handle from the library.
+    Ok(unsafe { ffi::adopt(out) })
+}
