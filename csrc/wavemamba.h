@@ -86,9 +86,11 @@ int wm_zero_(wm_tensor *tensors, int64_t n);
 /* Fused CUDA layers, differentiable (autograd Functions), CUDA tensors only (CUDA builds).
  * causal_conv1d_silu: x (B, D, L) float32 or bfloat16, unit stride along L; weight (D, 1, K),
  *   1 <= K <= 8, float32; bias (D) float32 | NULL. out (B, D, L) float32 =
- *   silu(depthwise causal conv1d(x) + bias), x taken as zero before t = 0.
+ *   silu(depthwise causal conv1d(x) + bias), x taken as zero before t = 0; when out_bf16 is not
+ *   NULL, also the same values in bfloat16 there (a second differentiable output).
  * rms_norm: x (..., C) float32, C <= 1024; weight (C) float32. out = x / sqrt(mean(x^2) + eps) * weight. */
-int wm_causal_conv1d_silu(wm_tensor x, wm_tensor weight, wm_tensor bias, wm_tensor *out);
+int wm_causal_conv1d_silu(wm_tensor x, wm_tensor weight, wm_tensor bias, wm_tensor *out,
+                          wm_tensor *out_bf16);
 int wm_rms_norm(wm_tensor x, wm_tensor weight, double eps, wm_tensor *out);
 
 /* libtorch's Kineto profiler for this process: start records CPU operators (and CUDA kernels when

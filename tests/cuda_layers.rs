@@ -77,7 +77,7 @@ fn conv_case(seed: i64, bsz: i64, d: i64, len: i64, k: i64, io: Kind, tol: f64) 
         f64::NAN,
         (Kind::Float, GPU),
     ));
-    let yg = causal_conv1d_silu(&xg, &wg, Some(&bg)).unwrap();
+    let yg = causal_conv1d_silu(&xg, &wg, Some(&bg), false).unwrap().0;
     assert_eq!(yg.kind(), Kind::Float, "{ctx}");
     (&yg * gy.to_device(GPU)).sum(Kind::Float).backward();
 
@@ -124,6 +124,50 @@ fn conv1d_silu_matches_aten_bfloat16_input() {
     conv_case(200, 2, 8, 3000, 4, Kind::BFloat16, 1e-2);
 }
 
+/// The bf16 twin output holds y rounded to bf16, and gradients through both outputs add up.
+#[test]
+fn conv1d_silu_bf16_twin_carries_value_and_gradient() {
+    tch::manual_seed(17);
+    let (bsz, d, len) = (2, 6, 2500);
+    let x = Tensor::randn([bsz, d, len], (Kind::Float, Device::Cpu));
+    let w = Tensor::randn([d, 1, 4], (Kind::Float, Device::Cpu)) * 0.5;
+    let b = Tensor::randn([d], (Kind::Float, Device::Cpu)) * 0.3;
+    let g1 = Tensor::randn([bsz, d, len], (Kind::Float, Device::Cpu));
+    let g2 = Tensor::randn([bsz, d, len], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+    let xr = x.to_kind(Kind::Double).set_requires_grad(true);
+    let (wr, br) = (
+        w.to_kind(Kind::Double).set_requires_grad(true),
+        b.to_kind(Kind::Double).set_requires_grad(true),
+    );
+    let yr = conv_reference(&xr, &wr, &br);
+    (&yr * (&g1 + g2.to_kind(Kind::Float)).to_kind(Kind::Double))
+        .sum(Kind::Double)
+        .backward();
+
+    let xg = x.to_device(GPU).set_requires_grad(true);
+    let (wg, bg) = (
+        w.to_device(GPU).set_requires_grad(true),
+        b.to_device(GPU).set_requires_grad(true),
+    );
+    let (y, y16) = causal_conv1d_silu(&xg, &wg, Some(&bg), true).unwrap();
+    let y16 = y16.expect("asked for the twin");
+    assert_eq!(y16.kind(), Kind::BFloat16);
+    assert!(
+        y16.equal(&y.to_kind(Kind::BFloat16)),
+        "the twin is y rounded to bf16"
+    );
+    ((&y * g1.to_device(GPU)).sum(Kind::Float) + (&y16 * g2.to_device(GPU)).sum(Kind::Float))
+        .backward();
+    for (name, got, want) in [
+        ("x", xg.grad(), xr.grad()),
+        ("weight", wg.grad(), wr.grad()),
+        ("bias", bg.grad(), br.grad()),
+    ] {
+        let e = rel_err(&got, &want);
+        assert!(e <= 1e-5, "grad of {name}: rel err {e:.2e}");
+    }
+}
+
 #[test]
 fn conv1d_silu_is_deterministic() {
     tch::manual_seed(7);
@@ -132,7 +176,7 @@ fn conv1d_silu_is_deterministic() {
     let b = Tensor::randn([64], (Kind::Float, GPU)).set_requires_grad(true);
     let gy = Tensor::randn([4, 64, 5000], (Kind::Float, GPU));
     let run = || {
-        let y = causal_conv1d_silu(&x, &w, Some(&b)).unwrap();
+        let y = causal_conv1d_silu(&x, &w, Some(&b), false).unwrap().0;
         let g = Tensor::run_backward(&[(&y * &gy).sum(Kind::Float)], &[&x, &w, &b], false, false);
         (y, g)
     };
@@ -183,10 +227,12 @@ fn rms_norm_matches_aten() {
 fn fused_layers_reject_bad_input_clearly() {
     let x = Tensor::randn([2, 4, 10], (Kind::Float, GPU));
     let w = Tensor::randn([3, 1, 4], (Kind::Float, GPU));
-    let e = causal_conv1d_silu(&x, &w, None).unwrap_err().to_string();
+    let e = causal_conv1d_silu(&x, &w, None, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("weight") && e.contains("(4, 1, K)"), "{e}");
     let w4 = Tensor::randn([4, 1, 4], (Kind::Float, Device::Cpu));
-    let e = causal_conv1d_silu(&x.to_device(Device::Cpu), &w4, None)
+    let e = causal_conv1d_silu(&x.to_device(Device::Cpu), &w4, None, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("CUDA tensor"), "{e}");

@@ -29,81 +29,110 @@ __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
 
 __device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
-/// Loads x[row, t] for t in [t_lo, t_lo + n) into s (zero outside [0, len)).
+// Shared tiles hold x (and the backward's gpre) at index kHalo + (t − t0): a left halo of
+// kConvMaxWidth − 1 steps for the window, and as much on the right for the backward.
+constexpr int kHalo = kConvMaxWidth - 1;
+constexpr int kSpan = static_cast<int>(kConvTile) + 2 * kHalo;
+
+/// Stages x[row, t0 − kHalo, t0 + tile + right) into s (zero outside [0, len)): the tile's loads
+/// are unrolled (independent, all in flight at once), the halos taken by the first threads.
 template <typename T>
-__device__ __forceinline__ void load_span(float *s, const T *xrow, int64_t t_lo, int n,
-                                          int64_t len) {
-#pragma unroll 4
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const int64_t t = t_lo + i;
-    s[i] = (t >= 0 && t < len) ? to_f(xrow[t]) : 0.f;
+__device__ __forceinline__ void stage_x(float *s, const T *xrow, int64_t t0, int64_t len,
+                                        int right) {
+  float v[kPerThread];
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int64_t t = t0 + j * kConvThreads + threadIdx.x;
+    v[j] = t < len ? to_f(xrow[t]) : 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) s[kHalo + j * kConvThreads + threadIdx.x] = v[j];
+  if (threadIdx.x < kHalo) {
+    const int64_t t = t0 - kHalo + threadIdx.x;
+    s[threadIdx.x] = t >= 0 && t < len ? to_f(xrow[t]) : 0.f;
+  } else if (threadIdx.x < kHalo + right) {
+    const int i = static_cast<int>(kConvTile) + threadIdx.x - kHalo;
+    const int64_t t = t0 + i;
+    s[kHalo + i] = t < len ? to_f(xrow[t]) : 0.f;
   }
 }
 
-// grid (tiles, rows). Shared: x over [t0 − K + 1, t0 + tile).
+/// Pre-activation at tile index i (time t0 + i): bias + Σ_k w[k]·x[t − K + 1 + k].
+__device__ __forceinline__ float pre_at(const float *s_x, const float (&wk)[kConvMaxWidth],
+                                        float bv, int i, int width) {
+  float p = bv;
+#pragma unroll
+  for (int k = 0; k < kConvMaxWidth; ++k)
+    if (k < width) p = fmaf(wk[k], s_x[kHalo + i - width + 1 + k], p);
+  return p;
+}
+
+// grid (tiles, rows). y (float32) and, when y16 is not null, the same values in bfloat16 (what
+// autocast's next matmul would otherwise make with a separate cast).
 template <typename T>
 __global__ void __launch_bounds__(kConvThreads)
     conv_silu_fwd_kernel(const T *x, int64_t xbs, int64_t xrs, const float *w, const float *bias,
-                         float *y, int64_t dim, int64_t len, int width) {
-  __shared__ float s_x[kConvTile + kConvMaxWidth];
+                         float *y, __nv_bfloat16 *y16, int64_t dim, int64_t len, int width) {
+  __shared__ float s_x[kSpan];
   const int64_t row = blockIdx.y, b = row / dim, d = row % dim;
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kConvTile;
-  const T *xrow = x + b * xbs + d * xrs;
-  load_span(s_x, xrow, t0 - width + 1, static_cast<int>(kConvTile) + width - 1, len);
+  stage_x(s_x, x + b * xbs + d * xrs, t0, len, 0);
   float wk[kConvMaxWidth];
 #pragma unroll
   for (int k = 0; k < kConvMaxWidth; ++k) wk[k] = k < width ? w[d * width + k] : 0.f;
   const float bv = bias ? bias[d] : 0.f;
   __syncthreads();
-  float *yrow = y + row * len;
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
     const int i = j * kConvThreads + threadIdx.x;  // coalesced stores
     const int64_t t = t0 + i;
-    if (t >= len) break;
-    float p = bv;
-#pragma unroll
-    for (int k = 0; k < kConvMaxWidth; ++k)
-      if (k < width) p = fmaf(wk[k], s_x[i + k], p);
-    yrow[t] = p * sigmoid(p);
+    if (t < len) {
+      const float p = pre_at(s_x, wk, bv, i, width);
+      const float v = p * sigmoid(p);
+      y[row * len + t] = v;
+      if (y16) y16[row * len + t] = __float2bfloat16_rn(v);
+    }
   }
 }
 
-// grid (tiles, rows). gpre[t] = gy[t]·silu'(pre[t]) over [t0, t0 + tile + K − 1) (the right
-// halo feeds gx at the tile's end); gx[t] = Σ_k w[k]·gpre[t + K − 1 − k];
+// grid (tiles, rows). gpre[t] = (gy[t] + gy16[t])·silu'(pre[t]) over [t0, t0 + tile + K − 1) (the
+// right halo feeds gx at the tile's end); gx[t] = Σ_k w[k]·gpre[t + K − 1 − k];
 // part[row, tile] = (Σ_t gpre[t]·x[t − K + 1 + k])_k, Σ_t gpre[t] over the tile's own t.
 template <typename T>
 __global__ void __launch_bounds__(kConvThreads)
     conv_silu_bwd_kernel(const T *x, int64_t xbs, int64_t xrs, const float *w, const float *bias,
-                         const float *gy, T *gx, float *part, int64_t dim, int64_t len,
-                         int width) {
-  constexpr int kSpan = static_cast<int>(kConvTile) + 2 * kConvMaxWidth;
-  __shared__ float s_x[kSpan];   // x over [t0 − K + 1, t0 + tile + K − 1)
-  __shared__ float s_g[kSpan];   // gpre over [t0, t0 + tile + K − 1)
+                         const float *gy, const __nv_bfloat16 *gy16, T *gx, float *part,
+                         int64_t dim, int64_t len, int width) {
+  __shared__ float s_x[kSpan];
+  __shared__ float s_g[kSpan];  // gpre at index t − t0 (no left halo)
   __shared__ float s_red[kConvThreads / 32][kConvMaxWidth + 1];
   const int64_t row = blockIdx.y, b = row / dim, d = row % dim;
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kConvTile;
   const int tile = static_cast<int>(kConvTile);
-  const T *xrow = x + b * xbs + d * xrs;
-  load_span(s_x, xrow, t0 - width + 1, tile + 2 * width - 2, len);
+  stage_x(s_x, x + b * xbs + d * xrs, t0, len, width - 1);
   float wk[kConvMaxWidth];
 #pragma unroll
   for (int k = 0; k < kConvMaxWidth; ++k) wk[k] = k < width ? w[d * width + k] : 0.f;
   const float bv = bias ? bias[d] : 0.f;
   const float *gyrow = gy + row * len;
-  __syncthreads();
-  for (int i = threadIdx.x; i < tile + width - 1; i += kConvThreads) {
-    const int64_t t = t0 + i;
-    float g = 0.f;
-    if (t < len) {
-      float p = bv;
+  const __nv_bfloat16 *gy16row = gy16 ? gy16 + row * len : nullptr;
+  // The upstream gradient at the thread's steps (and its right-halo step), loads all in flight.
+  float g_in[kPerThread + 1];
 #pragma unroll
-      for (int k = 0; k < kConvMaxWidth; ++k)
-        if (k < width) p = fmaf(wk[k], s_x[i + k], p);
-      const float s = sigmoid(p);
-      g = gyrow[t] * s * (1.f + p * (1.f - s));
-    }
-    s_g[i] = g;
+  for (int j = 0; j <= kPerThread; ++j) {
+    const int i = j < kPerThread ? j * kConvThreads + threadIdx.x : tile + threadIdx.x;
+    const int64_t t = t0 + i;
+    const bool ok = t < len && (j < kPerThread || threadIdx.x < width - 1);
+    g_in[j] = ok ? gyrow[t] + (gy16row ? __bfloat162float(gy16row[t]) : 0.f) : 0.f;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j <= kPerThread; ++j) {
+    const int i = j < kPerThread ? j * kConvThreads + threadIdx.x : tile + threadIdx.x;
+    if (j == kPerThread && threadIdx.x >= width - 1) break;
+    const float p = pre_at(s_x, wk, bv, i, width);
+    const float sg = sigmoid(p);
+    s_g[i] = g_in[j] * sg * (1.f + p * (1.f - sg));  // zero past len: g_in is
   }
   __syncthreads();
   float acc[kConvMaxWidth + 1];
@@ -114,20 +143,20 @@ __global__ void __launch_bounds__(kConvThreads)
   for (int j = 0; j < kPerThread; ++j) {
     const int i = j * kConvThreads + threadIdx.x;
     const int64_t t = t0 + i;
-    if (t >= len) break;
-    // gx[t] = Σ_k w[k]·gpre[t + K − 1 − k]; s_g index of time t' is t' − t0.
-    float gxv = 0.f;
+    if (t < len) {
+      float gxv = 0.f;
 #pragma unroll
-    for (int k = 0; k < kConvMaxWidth; ++k)
-      if (k < width) gxv = fmaf(wk[k], s_g[i + width - 1 - k], gxv);
-    gxrow[t] = from_f<T>(gxv);
-    const float g = s_g[i];
+      for (int k = 0; k < kConvMaxWidth; ++k)
+        if (k < width) gxv = fmaf(wk[k], s_g[i + width - 1 - k], gxv);
+      gxrow[t] = from_f<T>(gxv);
+      const float g = s_g[i];
 #pragma unroll
-    for (int k = 0; k < kConvMaxWidth; ++k)
-      if (k < width) acc[k] = fmaf(g, s_x[i + k], acc[k]);
-    acc[kConvMaxWidth] += g;
+      for (int k = 0; k < kConvMaxWidth; ++k)
+        if (k < width) acc[k] = fmaf(g, s_x[kHalo + i - width + 1 + k], acc[k]);
+      acc[kConvMaxWidth] += g;
+    }
   }
-  // Block sum in a fixed order: warp butterflies, then warp 0 adds the warps' totals.
+  // Block sum in a fixed order: warp butterflies, then one thread per tap adds the warps.
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int k = 0; k <= kConvMaxWidth; ++k) {
@@ -221,34 +250,37 @@ unsigned tiles_of(int64_t len) { return static_cast<unsigned>((len + kConvTile -
 }  // namespace
 
 cudaError_t conv_silu_fwd(const void *x, bool bf16, int64_t x_batch_stride, int64_t x_row_stride,
-                          const float *w, const float *bias, float *y, int64_t batch, int64_t dim,
-                          int64_t len, int width, cudaStream_t stream) {
+                          const float *w, const float *bias, float *y, void *y16, int64_t batch,
+                          int64_t dim, int64_t len, int width, cudaStream_t stream) {
   if (width < 1 || width > kConvMaxWidth) return cudaErrorInvalidValue;
   const dim3 grid(tiles_of(len), static_cast<unsigned>(batch * dim));
+  auto *y16b = static_cast<__nv_bfloat16 *>(y16);
   if (bf16) {
     conv_silu_fwd_kernel<<<grid, kConvThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16 *>(x), x_batch_stride, x_row_stride, w, bias, y, dim, len,
-        width);
+        static_cast<const __nv_bfloat16 *>(x), x_batch_stride, x_row_stride, w, bias, y, y16b, dim,
+        len, width);
   } else {
     conv_silu_fwd_kernel<<<grid, kConvThreads, 0, stream>>>(
-        static_cast<const float *>(x), x_batch_stride, x_row_stride, w, bias, y, dim, len, width);
+        static_cast<const float *>(x), x_batch_stride, x_row_stride, w, bias, y, y16b, dim, len,
+        width);
   }
   return cudaSuccess;
 }
 
 cudaError_t conv_silu_bwd(const void *x, bool bf16, int64_t x_batch_stride, int64_t x_row_stride,
-                          const float *w, const float *bias, const float *gy, void *gx,
-                          float *part, int64_t batch, int64_t dim, int64_t len, int width,
-                          cudaStream_t stream) {
+                          const float *w, const float *bias, const float *gy, const void *gy16,
+                          void *gx, float *part, int64_t batch, int64_t dim, int64_t len,
+                          int width, cudaStream_t stream) {
   if (width < 1 || width > kConvMaxWidth) return cudaErrorInvalidValue;
   const dim3 grid(tiles_of(len), static_cast<unsigned>(batch * dim));
+  const auto *g16 = static_cast<const __nv_bfloat16 *>(gy16);
   if (bf16) {
     conv_silu_bwd_kernel<<<grid, kConvThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16 *>(x), x_batch_stride, x_row_stride, w, bias, gy,
+        static_cast<const __nv_bfloat16 *>(x), x_batch_stride, x_row_stride, w, bias, gy, g16,
         static_cast<__nv_bfloat16 *>(gx), part, dim, len, width);
   } else {
     conv_silu_bwd_kernel<<<grid, kConvThreads, 0, stream>>>(
-        static_cast<const float *>(x), x_batch_stride, x_row_stride, w, bias, gy,
+        static_cast<const float *>(x), x_batch_stride, x_row_stride, w, bias, gy, g16,
         static_cast<float *>(gx), part, dim, len, width);
   }
   return cudaSuccess;

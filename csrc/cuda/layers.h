@@ -14,20 +14,22 @@ constexpr int64_t kConvTile = 2048;
 /// Largest kernel width of the fused convolution.
 constexpr int kConvMaxWidth = 8;
 
-/// y (rows, L) float32 = silu(Σ_k w[d, k]·x[row, t − K + 1 + k] + bias[d]), x = 0 before t = 0.
+/// y (rows, L) float32 = silu(Σ_k w[d, k]·x[row, t − K + 1 + k] + bias[d]), x = 0 before t = 0;
+/// also y16 (rows, L) bfloat16 with the same values unless null.
 /// x: rows of `x_row_stride` elements apart, contiguous in t, float32 (bf16 = false) or bfloat16;
 /// w (D, K) float32, bias (D) float32 or null; d = row % D.
 cudaError_t conv_silu_fwd(const void *x, bool bf16, int64_t x_batch_stride, int64_t x_row_stride,
-                          const float *w, const float *bias, float *y, int64_t batch, int64_t dim,
-                          int64_t len, int width, cudaStream_t stream);
+                          const float *w, const float *bias, float *y, void *y16, int64_t batch,
+                          int64_t dim, int64_t len, int width, cudaStream_t stream);
 
-/// Backward of conv_silu_fwd for gy (rows, L) float32 contiguous: gx (rows, L) contiguous in x's
-/// dtype, and per (row, tile) partial sums part (rows, tiles, K + 1) float32: the weight gradient's
-/// K taps then the bias gradient.
+/// Backward of conv_silu_fwd for the gradient gy (rows, L) float32 contiguous, plus gy16 (rows, L)
+/// bfloat16 contiguous (y16's gradient) unless null: gx (rows, L) contiguous in x's dtype, and per
+/// (row, tile) partial sums part (rows, tiles, K + 1) float32: the weight gradient's K taps, then
+/// the bias gradient.
 cudaError_t conv_silu_bwd(const void *x, bool bf16, int64_t x_batch_stride, int64_t x_row_stride,
-                          const float *w, const float *bias, const float *gy, void *gx,
-                          float *part, int64_t batch, int64_t dim, int64_t len, int width,
-                          cudaStream_t stream);
+                          const float *w, const float *bias, const float *gy, const void *gy16,
+                          void *gx, float *part, int64_t batch, int64_t dim, int64_t len,
+                          int width, cudaStream_t stream);
 
 /// RMSNorm rows of x (rows, C) float32 contiguous: y = x·rstd·w, rstd = 1/√(mean(x²) + eps);
 /// writes y and rstd (rows).

@@ -114,22 +114,29 @@ impl Mixer {
         let z = batched(&self.in_proj.narrow(0, di, di), &ht); // (B, d_inner, L)
                                                                // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs (zero
                                                                // without a state: then on CUDA one fused kernel does conv and SiLU, float32 out).
-        let (x, xc) = if state.is_none() && crate::ops::layers::fused_layers_for(x.device()) {
-            let y = crate::ops::layers::causal_conv1d_silu(
+        let (x, x_for_proj, xc) = if state.is_none()
+            && crate::ops::layers::fused_layers_for(x.device())
+        {
+            // Under bf16 autocast x_proj gets the kernel's bf16 twin instead of casting.
+            let autocast_bf16 = crate::ops::cuda_autocast_state() == (true, Some(Kind::BFloat16));
+            let (y, y16) = crate::ops::layers::causal_conv1d_silu(
                 &x,
                 &self.conv1d_weight,
                 Some(&self.conv1d_bias),
+                autocast_bf16,
             )?;
-            (y, None)
+            let for_proj = y16.unwrap_or_else(|| y.shallow_clone());
+            (y, for_proj, None)
         } else {
             let history = match &state {
                 Some(s) => s.conv.narrow(2, 1, k - 1),
                 None => Tensor::zeros([batch, di, k - 1], (x.kind(), x.device())),
             };
             let xc = Tensor::cat(&[&history, &x], 2); // (B, d_inner, L + d_conv − 1)
-            (self.conv_silu_composite(&xc), Some(xc))
+            let y = self.conv_silu_composite(&xc);
+            (y.shallow_clone(), y, Some(xc))
         }; // x: (B, d_inner, L)
-        let x_dbl = batched(&self.x_proj, &x); // (B, dt_rank + 2·d_state, L)
+        let x_dbl = batched(&self.x_proj, &x_for_proj); // (B, dt_rank + 2·d_state, L)
         let dt = batched(&self.dt_proj_weight, &x_dbl.narrow(1, 0, r)); // (B, d_inner, L)
         let b = x_dbl.narrow(1, r, n); // (B, d_state, L)
         let c = x_dbl.narrow(1, r + n, n); // (B, d_state, L)

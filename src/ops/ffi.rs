@@ -60,6 +60,7 @@ extern "C" {
         weight: WmTensor,
         bias: WmTensor,
         out: *mut WmTensor,
+        out_bf16: *mut WmTensor,
     ) -> c_int;
     pub(crate) fn wm_rms_norm(x: WmTensor, weight: WmTensor, eps: f64, out: *mut WmTensor)
         -> c_int;

@@ -17,28 +17,43 @@ pub fn fused_layers_for(device: tch::Device) -> bool {
 }
 
 /// `silu(conv1d(x) + bias)`: the Mamba block's causal depthwise convolution (zero history) and
-/// its activation in one kernel.
+/// its activation in one kernel. With `bf16_twin` it also returns the same values in bfloat16, as
+/// a second differentiable output: under autocast the next matmul takes that one and skips its
+/// own cast (its gradient joins the float32 one in the same backward kernel).
 ///
 /// # Shapes
 /// `x`: (B, D, L) float32 or bfloat16, unit stride along L; `weight`: (D, 1, K), K ≤ 8;
-/// `bias`: (D) → (B, D, L) float32.
+/// `bias`: (D) → (B, D, L) float32 [and (B, D, L) bfloat16].
 ///
 /// # Errors
 /// Shapes, dtypes, non-CUDA tensors, a build without CUDA kernels.
-pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let mut out = std::ptr::null_mut();
-    // SAFETY: lent handles stay alive for the call; the output is adopted once below.
+pub fn causal_conv1d_silu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    bf16_twin: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (mut out, mut out16) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let twin_ptr = if bf16_twin {
+        &mut out16 as *mut _
+    } else {
+        std::ptr::null_mut()
+    };
+    // SAFETY: lent handles stay alive for the call; the outputs are adopted once below.
     let status = unsafe {
         ffi::wm_causal_conv1d_silu(
             ffi::lend(x),
             ffi::lend(weight),
             ffi::lend_opt(bias),
             &mut out,
+            twin_ptr,
         )
     };
     ffi::check("causal_conv1d_silu", status)?;
-    // SAFETY: a fresh handle from the library.
-    Ok(unsafe { ffi::adopt(out) })
+    // SAFETY: fresh handles from the library (the twin only when asked for).
+    let y = unsafe { ffi::adopt(out) };
+    let y16 = bf16_twin.then(|| unsafe { ffi::adopt(out16) });
+    Ok((y, y16))
 }
 
 /// RMSNorm `x / √(mean(x²) + eps) · weight` over the last dimension.
