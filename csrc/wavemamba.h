@@ -38,6 +38,8 @@ int wm_cuda_device_count(void);
 void wm_autocast_cuda_enter(int dtype, int *prev_enabled, int *prev_dtype);
 void wm_autocast_cuda_exit(int prev_enabled, int prev_dtype);
 void wm_autocast_cuda_state(int *enabled, int *dtype);
+/* Switches this thread's CUDA autocast on or off (dtype kept); returns the previous flag. */
+int wm_autocast_cuda_set_enabled(int enabled);
 
 /* Name of CUDA device `index` into `buf` (NUL-terminated, truncated to `len`). */
 int wm_cuda_device_name(int index, char *buf, int64_t len);

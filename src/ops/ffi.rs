@@ -23,6 +23,7 @@ extern "C" {
     );
     pub(crate) fn wm_autocast_cuda_exit(prev_enabled: c_int, prev_dtype: c_int);
     pub(crate) fn wm_autocast_cuda_state(enabled: *mut c_int, dtype: *mut c_int);
+    pub(crate) fn wm_autocast_cuda_set_enabled(enabled: c_int) -> c_int;
     pub(crate) fn wm_cuda_device_name(index: c_int, buf: *mut c_char, len: i64) -> c_int;
     pub(crate) fn wm_cuda_timer_new(device: c_int, timer: *mut *mut c_void) -> c_int;
     pub(crate) fn wm_cuda_timer_start(timer: *mut c_void) -> c_int;
