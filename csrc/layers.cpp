@@ -74,19 +74,20 @@ class ConvSiluFunction : public torch::autograd::Function<ConvSiluFunction> {
   }
 };
 
-/// x (…, C) float32, weight (C) float32. Output float32 of x's shape.
+/// x (…, C) float32, weight (C) float32. Output of x's shape in float32, or in bfloat16 with
+/// `bf16_out` (what autocast's next matmul would cast it to anyway: the same values, one pass).
 class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
  public:
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, const at::Tensor &weight,
-                            double eps) {
+                            double eps, bool bf16_out) {
     const c10::cuda::CUDAGuard guard(x.device());
     const at::Tensor xc = x.to(at::kFloat).contiguous();
     const at::Tensor w = weight.to(at::kFloat).contiguous();
     const int64_t cols = x.size(-1), rows = xc.numel() / cols;
-    at::Tensor y = at::empty_like(xc);
+    at::Tensor y = at::empty_like(xc, xc.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
     at::Tensor rstd = at::empty({rows}, xc.options());
-    C10_CUDA_CHECK(wm::cuda::rms_norm_fwd(xc.data_ptr<float>(), w.data_ptr<float>(),
-                                          y.data_ptr<float>(), rstd.data_ptr<float>(), rows, cols,
+    C10_CUDA_CHECK(wm::cuda::rms_norm_fwd(xc.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr(),
+                                          bf16_out, rstd.data_ptr<float>(), rows, cols,
                                           static_cast<float>(eps),
                                           at::cuda::getCurrentCUDAStream()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -109,7 +110,7 @@ class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
                                           cols, at::cuda::getCurrentCUDAStream()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const auto xdt = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
-    return {gx.to(xdt), part.sum(0), at::Tensor()};
+    return {gx.to(xdt), part.sum(0), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -154,7 +155,7 @@ int wm_causal_conv1d_silu(wm_tensor x_, wm_tensor weight_, wm_tensor bias_, wm_t
   });
 }
 
-int wm_rms_norm(wm_tensor x_, wm_tensor weight_, double eps, wm_tensor *out) {
+int wm_rms_norm(wm_tensor x_, wm_tensor weight_, double eps, int bf16_out, wm_tensor *out) {
   return wm::shim::guard("rms_norm", [&] {
     TORCH_CHECK(out != nullptr, "output pointer is NULL");
     const at::Tensor &x = wm::shim::lent(x_, "x");
@@ -166,9 +167,10 @@ int wm_rms_norm(wm_tensor x_, wm_tensor weight_, double eps, wm_tensor *out) {
     check_cuda_float(x, "x", false);
     check_cuda_float(weight, "weight", false);
 #ifdef WM_WITH_CUDA
-    *out = wm::shim::adopt(RmsNormFunction::apply(x, weight, eps));
+    *out = wm::shim::adopt(RmsNormFunction::apply(x, weight, eps, bf16_out != 0));
 #else
     (void)eps;
+    (void)bf16_out;
     TORCH_CHECK(false, "this build has no CUDA kernels (build with --features cuda)");
 #endif
   });

@@ -1,9 +1,11 @@
 // Multi-tensor optimizer pieces for training (C ABI in wavemamba.h): the global gradient norm and
 // clipping, and the AdamW update, each over all parameters at once through ATen's foreach/fused
-// kernels (a handful of launches per step instead of ~10 per parameter, and one host sync).
+// kernels (a handful of launches per step instead of ~10 per parameter), and no host sync: the
+// norm stays on the device, and a non-finite one makes the update skip itself there.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <optional>
 #include <vector>
 
 #include "shim_common.h"
@@ -23,29 +25,30 @@ std::vector<at::Tensor> tensors_of(const wm_tensor *ts, int64_t n, const char *n
 
 extern "C" {
 
-int wm_clip_grad_norm(wm_tensor *grads_, int64_t n, double max_norm, double *total) {
+int wm_clip_grad_norm(wm_tensor *grads_, int64_t n, double max_norm, wm_tensor *total) {
   return wm::shim::guard("clip_grad_norm", [&] {
     TORCH_CHECK(total != nullptr, "output pointer is NULL");
     const auto grads = tensors_of(grads_, n, "grads");
-    if (grads.empty()) {
-      *total = 0.0;
-      return;
-    }
-    // Per-tensor norms in float32 (foreach kernel), combined in float64.
-    const auto norms = at::_foreach_norm(grads, 2, at::kFloat);
-    const at::Tensor sum_sq = at::stack(norms).to(at::kDouble).square().sum();
-    const double norm = std::sqrt(sum_sq.item<double>());
-    *total = norm;
-    if (max_norm > 0.0 && norm > max_norm) {
+    TORCH_CHECK(!grads.empty(), "no gradients to clip");
+    // One flat copy of every gradient (a few hundred KB; far less host time than the foreach
+    // norm's per-tensor bookkeeping), its norm accumulated in float64; all on the device.
+    std::vector<at::Tensor> flat;
+    flat.reserve(grads.size());
+    for (const auto &g : grads) flat.push_back(g.reshape({-1}));
+    const at::Tensor norm = at::linalg_vector_norm(at::cat(flat), 2, std::nullopt, false, at::kDouble);
+    if (max_norm > 0.0) {
+      // coef = min(1, max_norm / (norm + 1e-6)), and 1 for a non-finite norm (left to the caller).
       at::NoGradGuard no_grad;
-      at::_foreach_mul_(grads, at::Scalar(max_norm / (norm + 1e-6)));
+      const at::Tensor coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
+      at::_foreach_mul_(grads, at::where(norm.isfinite(), coef, at::ones_like(coef)).to(at::kFloat));
     }
+    *total = wm::shim::adopt(norm);
   });
 }
 
 int wm_adamw_step(wm_tensor *params_, wm_tensor *grads_, wm_tensor *m_, wm_tensor *v_, int64_t n,
                   double lr, double beta1, double beta2, double eps, double weight_decay,
-                  int64_t step) {
+                  int64_t step, wm_tensor guard_) {
   return wm::shim::guard("adamw_step", [&] {
     TORCH_CHECK(step >= 1, "step must be ≥ 1, got ", step);
     const auto params = tensors_of(params_, n, "params");
@@ -69,8 +72,15 @@ int wm_adamw_step(wm_tensor *params_, wm_tensor *grads_, wm_tensor *m_, wm_tenso
     const at::Tensor t = at::full({}, static_cast<double>(step),
                                   params[0].options().dtype(at::kFloat));
     const std::vector<at::Tensor> steps(params.size(), t);
+    // The kernel skips the whole update when found_inf holds 1 (read on the device: no sync).
+    std::optional<at::Tensor> found_inf;
+    const at::Tensor guard = wm::shim::optional(guard_);
+    if (guard.defined()) {
+      found_inf = guard.isfinite().all().logical_not().to(at::kFloat).to(params[0].device());
+    }
     at::_fused_adamw_(params, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, beta1, beta2,
-                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                      /*grad_scale=*/std::nullopt, found_inf);
   });
 }
 

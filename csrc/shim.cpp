@@ -87,12 +87,6 @@ void wm_autocast_cuda_exit(int prev_enabled, int prev_dtype) {
   at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(prev_dtype));
 }
 
-int wm_autocast_cuda_set_enabled(int enabled) {
-  const int prev = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
-  at::autocast::set_autocast_enabled(at::kCUDA, enabled != 0);
-  return prev;
-}
-
 void wm_autocast_cuda_state(int *enabled, int *dtype) {
   *enabled = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
   *dtype = static_cast<int>(at::autocast::get_autocast_dtype(at::kCUDA));

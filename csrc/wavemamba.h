@@ -38,8 +38,6 @@ int wm_cuda_device_count(void);
 void wm_autocast_cuda_enter(int dtype, int *prev_enabled, int *prev_dtype);
 void wm_autocast_cuda_exit(int prev_enabled, int prev_dtype);
 void wm_autocast_cuda_state(int *enabled, int *dtype);
-/* Switches this thread's CUDA autocast on or off (dtype kept); returns the previous flag. */
-int wm_autocast_cuda_set_enabled(int enabled);
 
 /* Name of CUDA device `index` into `buf` (NUL-terminated, truncated to `len`). */
 int wm_cuda_device_name(int index, char *buf, int64_t len);
@@ -71,18 +69,21 @@ int wm_selective_scan(wm_tensor u, wm_tensor delta, wm_tensor A, wm_tensor Bm, w
                       wm_tensor initial_state, int delta_softplus, wm_tensor *out,
                       wm_tensor *last_state);
 
-/* Training support over n parameters at once (ATen's multi-tensor kernels, CPU or CUDA).
- * clip_grad_norm: writes the global L2 norm of `grads` to *total (one host sync) and, when
- *   max_norm > 0 and the norm exceeds it, scales every gradient by max_norm / (norm + 1e-6).
+/* Training support over n parameters at once (ATen's multi-tensor kernels, CPU or CUDA), with no
+ * host sync.
+ * clip_grad_norm: *total = a new 0-dim float64 tensor on the gradients' device holding their global
+ *   L2 norm; when max_norm > 0 every gradient is scaled by min(1, max_norm / (norm + 1e-6)) (by 1
+ *   when the norm is not finite).
  * adamw_step: PyTorch's AdamW (fused) update for update number `step` (1-based), float32 only:
  *   p <- p (1 - lr wd); m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
  *   p <- p - lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).
+ *   When `guard` (any tensor, or NULL) holds a non-finite value, nothing is updated.
  *   Call it once per weight-decay group (wd = 0 for the rest). Gradients are left as they are.
  * zero_: sets every tensor to zero. */
-int wm_clip_grad_norm(wm_tensor *grads, int64_t n, double max_norm, double *total);
+int wm_clip_grad_norm(wm_tensor *grads, int64_t n, double max_norm, wm_tensor *total);
 int wm_adamw_step(wm_tensor *params, wm_tensor *grads, wm_tensor *m, wm_tensor *v, int64_t n,
                   double lr, double beta1, double beta2, double eps, double weight_decay,
-                  int64_t step);
+                  int64_t step, wm_tensor guard);
 int wm_zero_(wm_tensor *tensors, int64_t n);
 
 /* Fused CUDA layers, differentiable (autograd Functions), CUDA tensors only (CUDA builds).
@@ -90,10 +91,11 @@ int wm_zero_(wm_tensor *tensors, int64_t n);
  *   1 <= K <= 8, float32; bias (D) float32 | NULL. out (B, D, L) float32 =
  *   silu(depthwise causal conv1d(x) + bias), x taken as zero before t = 0; when out_bf16 is not
  *   NULL, also the same values in bfloat16 there (a second differentiable output).
- * rms_norm: x (..., C) float32, C <= 1024; weight (C) float32. out = x / sqrt(mean(x^2) + eps) * weight. */
+ * rms_norm: x (..., C) float32, C <= 1024; weight (C) float32. out = x / sqrt(mean(x^2) + eps) * weight,
+ *   float32, or bfloat16 when bf16_out != 0. */
 int wm_causal_conv1d_silu(wm_tensor x, wm_tensor weight, wm_tensor bias, wm_tensor *out,
                           wm_tensor *out_bf16);
-int wm_rms_norm(wm_tensor x, wm_tensor weight, double eps, wm_tensor *out);
+int wm_rms_norm(wm_tensor x, wm_tensor weight, double eps, int bf16_out, wm_tensor *out);
 
 /* libtorch's Kineto profiler for this process: start records CPU operators (and CUDA kernels when
  * `cuda` != 0); stop ends it and saves a Chrome trace (chrome://tracing, Perfetto) to `path`. */

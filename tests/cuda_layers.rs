@@ -212,7 +212,7 @@ fn rms_norm_matches_aten() {
             w.to_device(GPU).set_requires_grad(true),
         );
         drop(Tensor::full([rows * c * 4], f64::NAN, (Kind::Float, GPU)));
-        let yg = rms_norm(&xg, &wg, RmsNorm::EPS).unwrap();
+        let yg = rms_norm(&xg, &wg, RmsNorm::EPS, false).unwrap();
         (&yg * gy.to_device(GPU)).sum(Kind::Float).backward();
         let e = rel_err(&yg, &yr);
         assert!(e <= 1e-5, "out: rel err {e:.2e} ({ctx})");
@@ -220,6 +220,32 @@ fn rms_norm_matches_aten() {
         assert!(e <= 1e-5, "grad of x: rel err {e:.2e} ({ctx})");
         let e = rel_err(&wg.grad(), &wr.grad());
         assert!(e <= 1e-4, "grad of weight: rel err {e:.2e} ({ctx})");
+    }
+}
+
+/// With bf16 output the norm equals the float32 one rounded to bf16, and its (bf16) gradient
+/// flows back like the float32 path's.
+#[test]
+fn rms_norm_bf16_output_is_the_rounded_float32_one() {
+    tch::manual_seed(400);
+    let x = (Tensor::randn([300, 64], (Kind::Float, GPU)) * 2.0).set_requires_grad(true);
+    let w = Tensor::randn([64], (Kind::Float, GPU)).set_requires_grad(true);
+    let gy = Tensor::randn([300, 64], (Kind::Float, GPU)).to_kind(Kind::BFloat16);
+    let y32 = rms_norm(&x, &w, RmsNorm::EPS, false).unwrap();
+    let y16 = rms_norm(&x, &w, RmsNorm::EPS, true).unwrap();
+    assert_eq!(y16.kind(), Kind::BFloat16);
+    assert!(y16.equal(&y32.to_kind(Kind::BFloat16)));
+    let g32 = Tensor::run_backward(
+        &[(&y32 * gy.to_kind(Kind::Float)).sum(Kind::Float)],
+        &[&x, &w],
+        false,
+        false,
+    );
+    let g16 = Tensor::run_backward(&[(&y16 * &gy).sum(Kind::Float)], &[&x, &w], false, false);
+    for (name, a, b) in [("x", &g16[0], &g32[0]), ("weight", &g16[1], &g32[1])] {
+        assert_eq!(a.kind(), Kind::Float, "{name}");
+        let e = rel_err(a, b);
+        assert!(e <= 1e-5, "grad of {name}: rel err {e:.2e}");
     }
 }
 
@@ -236,7 +262,7 @@ fn fused_layers_reject_bad_input_clearly() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("CUDA tensor"), "{e}");
-    let e = rms_norm(&x, &Tensor::ones([5], (Kind::Float, GPU)), 1e-5)
+    let e = rms_norm(&x, &Tensor::ones([5], (Kind::Float, GPU)), 1e-5, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("weight"), "{e}");
@@ -260,8 +286,8 @@ fn cuda_training_steps_match_cpu() {
         for (model, opt) in [(&cpu, &mut opt_c), (&gpu, &mut opt_g)] {
             let loss = mean_nll_nats(model, &tokens.to_device(model.device())).unwrap();
             loss.backward();
-            opt.clip_grad_norm(1.0).unwrap();
-            opt.step(2e-3).unwrap();
+            let norm = opt.clip_grad_norm(1.0).unwrap();
+            opt.step(2e-3, Some(&norm)).unwrap();
             pair.push(loss.double_value(&[]));
         }
         let rel = (pair[0] - pair[1]).abs() / pair[0];

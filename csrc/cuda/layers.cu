@@ -176,9 +176,10 @@ __global__ void __launch_bounds__(kConvThreads)
 
 constexpr int kNormWarps = 8;
 
-// One warp per row; lane owns columns lane + 32·j.
+// One warp per row; lane owns columns lane + 32·j. Y: float or bfloat16 output.
+template <typename Y>
 __global__ void __launch_bounds__(32 * kNormWarps)
-    rms_norm_fwd_kernel(const float *x, const float *w, float *y, float *rstd, int64_t rows,
+    rms_norm_fwd_kernel(const float *x, const float *w, Y *y, float *rstd, int64_t rows,
                         int64_t cols, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kNormWarps + (threadIdx.x >> 5);
@@ -189,8 +190,8 @@ __global__ void __launch_bounds__(32 * kNormWarps)
 #pragma unroll
   for (int off = 16; off >= 1; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   const float r = rsqrtf(ss / static_cast<float>(cols) + eps);
-  float *yr = y + row * cols;
-  for (int64_t c = lane; c < cols; c += 32) yr[c] = xr[c] * r * w[c];
+  Y *yr = y + row * cols;
+  for (int64_t c = lane; c < cols; c += 32) yr[c] = from_f<Y>(xr[c] * r * w[c]);
   if (lane == 0) rstd[row] = r;
 }
 
@@ -286,10 +287,16 @@ cudaError_t conv_silu_bwd(const void *x, bool bf16, int64_t x_batch_stride, int6
   return cudaSuccess;
 }
 
-cudaError_t rms_norm_fwd(const float *x, const float *w, float *y, float *rstd, int64_t rows,
-                         int64_t cols, float eps, cudaStream_t stream) {
+cudaError_t rms_norm_fwd(const float *x, const float *w, void *y, bool y_bf16, float *rstd,
+                         int64_t rows, int64_t cols, float eps, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>((rows + kNormWarps - 1) / kNormWarps);
-  rms_norm_fwd_kernel<<<blocks, 32 * kNormWarps, 0, stream>>>(x, w, y, rstd, rows, cols, eps);
+  if (y_bf16) {
+    rms_norm_fwd_kernel<<<blocks, 32 * kNormWarps, 0, stream>>>(
+        x, w, static_cast<__nv_bfloat16 *>(y), rstd, rows, cols, eps);
+  } else {
+    rms_norm_fwd_kernel<<<blocks, 32 * kNormWarps, 0, stream>>>(x, w, static_cast<float *>(y),
+                                                                 rstd, rows, cols, eps);
+  }
   return cudaSuccess;
 }
 

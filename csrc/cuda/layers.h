@@ -32,9 +32,9 @@ cudaError_t conv_silu_bwd(const void *x, bool bf16, int64_t x_batch_stride, int6
                           int width, cudaStream_t stream);
 
 /// RMSNorm rows of x (rows, C) float32 contiguous: y = x·rstd·w, rstd = 1/√(mean(x²) + eps);
-/// writes y and rstd (rows).
-cudaError_t rms_norm_fwd(const float *x, const float *w, float *y, float *rstd, int64_t rows,
-                         int64_t cols, float eps, cudaStream_t stream);
+/// writes y (float32, or bfloat16 when y_bf16) and rstd (rows).
+cudaError_t rms_norm_fwd(const float *x, const float *w, void *y, bool y_bf16, float *rstd,
+                         int64_t rows, int64_t cols, float eps, cudaStream_t stream);
 
 /// Number of blocks rms_norm_bwd uses (rows of its weight-gradient partials).
 int64_t rms_norm_bwd_blocks(int64_t rows);

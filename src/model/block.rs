@@ -28,7 +28,9 @@ impl RmsNorm {
         }
     }
 
-    /// The fused CUDA kernel for float32 CUDA tensors (`ops::layers`), else ATen ops.
+    /// The fused CUDA kernel for float32 CUDA tensors (`ops::layers`), else ATen ops. Under
+    /// bf16 autocast the kernel writes bfloat16: every consumer of a norm here is a matmul that
+    /// autocast would cast to bfloat16 anyway.
     ///
     /// # Shapes
     /// (…, d_model) → (…, d_model)
@@ -37,7 +39,8 @@ impl RmsNorm {
             && x.size().last().is_some_and(|&c| c <= 1024)
             && crate::ops::layers::fused_layers_for(x.device())
         {
-            if let Ok(y) = crate::ops::layers::rms_norm(x, &self.weight, Self::EPS) {
+            let bf16_out = crate::ops::cuda_autocast_state() == (true, Some(Kind::BFloat16));
+            if let Ok(y) = crate::ops::layers::rms_norm(x, &self.weight, Self::EPS, bf16_out) {
                 return y;
             }
         }

@@ -35,21 +35,6 @@ pub fn autocast_bf16<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Runs `f` with this thread's CUDA autocast switched off (ops in the dtype of their inputs), then
-/// restores it, also when `f` panics: for the few products worth keeping in float32.
-pub fn without_autocast<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(c_int);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            // SAFETY: plain thread-local state.
-            unsafe { ffi::wm_autocast_cuda_set_enabled(self.0) };
-        }
-    }
-    // SAFETY: plain thread-local state.
-    let _restore = Restore(unsafe { ffi::wm_autocast_cuda_set_enabled(0) });
-    f()
-}
-
 /// This thread's CUDA autocast state: whether it is on, and its lower-precision dtype (`None` for
 /// a dtype other than float16 / bfloat16).
 pub fn cuda_autocast_state() -> (bool, Option<Kind>) {
@@ -91,20 +76,6 @@ mod tests {
             Some(Kind::Half),
             "libtorch's default CUDA autocast dtype changed"
         );
-    }
-
-    #[test]
-    fn without_autocast_switches_off_and_restores() {
-        let inside = autocast_bf16(|| {
-            let off = without_autocast(cuda_autocast_state);
-            (off, cuda_autocast_state())
-        });
-        assert_eq!(inside.0, (false, Some(Kind::BFloat16)), "off, dtype kept");
-        assert_eq!(inside.1, (true, Some(Kind::BFloat16)), "back on afterwards");
-        let r =
-            std::panic::catch_unwind(|| autocast_bf16(|| without_autocast(|| panic!("inside"))));
-        assert!(r.is_err());
-        assert!(!cuda_autocast_state().0);
     }
 
     #[test]

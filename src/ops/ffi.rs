@@ -23,7 +23,6 @@ extern "C" {
     );
     pub(crate) fn wm_autocast_cuda_exit(prev_enabled: c_int, prev_dtype: c_int);
     pub(crate) fn wm_autocast_cuda_state(enabled: *mut c_int, dtype: *mut c_int);
-    pub(crate) fn wm_autocast_cuda_set_enabled(enabled: c_int) -> c_int;
     pub(crate) fn wm_cuda_device_name(index: c_int, buf: *mut c_char, len: i64) -> c_int;
     pub(crate) fn wm_cuda_timer_new(device: c_int, timer: *mut *mut c_void) -> c_int;
     pub(crate) fn wm_cuda_timer_start(timer: *mut c_void) -> c_int;
@@ -39,7 +38,7 @@ extern "C" {
         grads: *mut WmTensor,
         n: i64,
         max_norm: f64,
-        total: *mut f64,
+        total: *mut WmTensor,
     ) -> c_int;
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn wm_adamw_step(
@@ -54,6 +53,7 @@ extern "C" {
         eps: f64,
         weight_decay: f64,
         step: i64,
+        guard: WmTensor,
     ) -> c_int;
     pub(crate) fn wm_zero_(tensors: *mut WmTensor, n: i64) -> c_int;
     pub(crate) fn wm_causal_conv1d_silu(
@@ -63,8 +63,13 @@ extern "C" {
         out: *mut WmTensor,
         out_bf16: *mut WmTensor,
     ) -> c_int;
-    pub(crate) fn wm_rms_norm(x: WmTensor, weight: WmTensor, eps: f64, out: *mut WmTensor)
-        -> c_int;
+    pub(crate) fn wm_rms_norm(
+        x: WmTensor,
+        weight: WmTensor,
+        eps: f64,
+        bf16_out: c_int,
+        out: *mut WmTensor,
+    ) -> c_int;
     pub(crate) fn wm_profiler_start(cuda: c_int) -> c_int;
     pub(crate) fn wm_profiler_stop(path: *const c_char) -> c_int;
     pub(crate) fn wm_mulaw_encode(x: WmTensor, mu: i64, out: *mut WmTensor) -> c_int;

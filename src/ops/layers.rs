@@ -56,17 +56,27 @@ pub fn causal_conv1d_silu(
     Ok((y, y16))
 }
 
-/// RMSNorm `x / √(mean(x²) + eps) · weight` over the last dimension.
+/// RMSNorm `x / √(mean(x²) + eps) · weight` over the last dimension, in float32 or, with
+/// `bf16_out`, in bfloat16 (for a consumer that autocast would cast to bfloat16 anyway: the same
+/// values without the separate cast, either way).
 ///
 /// # Shapes
-/// `x`: (…, C) float32, C ≤ 1024; `weight`: (C) → (…, C) float32.
+/// `x`: (…, C) float32, C ≤ 1024; `weight`: (C) → (…, C).
 ///
 /// # Errors
 /// Shapes, dtypes, non-CUDA tensors, a build without CUDA kernels.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, bf16_out: bool) -> Result<Tensor> {
     let mut out = std::ptr::null_mut();
     // SAFETY: as above.
-    let status = unsafe { ffi::wm_rms_norm(ffi::lend(x), ffi::lend(weight), eps, &mut out) };
+    let status = unsafe {
+        ffi::wm_rms_norm(
+            ffi::lend(x),
+            ffi::lend(weight),
+            eps,
+            i32::from(bf16_out),
+            &mut out,
+        )
+    };
     ffi::check("rms_norm", status)?;
     // SAFETY: a fresh handle from the library.
     Ok(unsafe { ffi::adopt(out) })

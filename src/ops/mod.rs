@@ -10,7 +10,7 @@ pub mod profiler;
 pub mod scan;
 pub mod scan_ref;
 
-pub use autocast::{autocast_bf16, cuda_autocast_state, without_autocast};
+pub use autocast::{autocast_bf16, cuda_autocast_state};
 pub use mulaw::{mulaw_decode, mulaw_encode, MU_8BIT};
 pub use scan::{selective_scan, ScanDims, ScanInputs, ScanOutput};
 pub use scan_ref::selective_scan_ref;

@@ -10,19 +10,22 @@ fn handles(ts: &[Tensor]) -> Vec<WmTensor> {
     ts.iter().map(ffi::lend).collect()
 }
 
-/// Global L2 norm of `grads` (one host sync); when `max_norm > 0` and the norm exceeds it, every
-/// gradient is scaled in place by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
+/// Global L2 norm of `grads` as a 0-dim float64 tensor on their device (no host sync); when
+/// `max_norm > 0` every gradient is scaled in place by `min(1, max_norm / (norm + 1e-6))` (left
+/// alone when the norm is not finite).
 ///
 /// # Errors
-/// Kernel errors (tensors on several devices, …).
-pub fn clip_grad_norm_(grads: &[Tensor], max_norm: f64) -> Result<f64> {
+/// No gradients, tensors on several devices, …
+pub fn clip_grad_norm_(grads: &[Tensor], max_norm: f64) -> Result<Tensor> {
     let mut h = handles(grads);
-    let mut total = 0.0;
-    // SAFETY: the handles point at live tensors for the duration of the call.
+    let mut total = std::ptr::null_mut();
+    // SAFETY: the handles point at live tensors for the duration of the call; the output is
+    // adopted once below.
     let status =
         unsafe { ffi::wm_clip_grad_norm(h.as_mut_ptr(), h.len() as i64, max_norm, &mut total) };
     ffi::check("clip_grad_norm", status)?;
-    Ok(total)
+    // SAFETY: a fresh handle from the library.
+    Ok(unsafe { ffi::adopt(total) })
 }
 
 /// Hyper-parameters of one AdamW update.
@@ -38,7 +41,8 @@ pub struct AdamWStep {
 }
 
 /// PyTorch's fused AdamW update of `params` in place (moments `m`, `v` updated too), float32.
-/// The four lists are parallel; gradients are left as they are.
+/// The four lists are parallel; gradients are left as they are. When `guard` holds a non-finite
+/// value the update is skipped, decided on the device (no host sync).
 ///
 /// # Errors
 /// Mismatched lists or shapes, non-float32 tensors, several devices.
@@ -48,6 +52,7 @@ pub fn adamw_step_(
     m: &[Tensor],
     v: &[Tensor],
     s: AdamWStep,
+    guard: Option<&Tensor>,
 ) -> Result<()> {
     let n = params.len();
     if grads.len() != n || m.len() != n || v.len() != n {
@@ -71,6 +76,7 @@ pub fn adamw_step_(
             s.eps,
             s.weight_decay,
             s.step,
+            ffi::lend_opt(guard),
         )
     };
     ffi::check("adamw_step", status)

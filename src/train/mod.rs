@@ -254,16 +254,18 @@ pub fn train_objective(
             &batch,
             opts.device.is_cuda() && opts.bf16,
         )?;
-        let loss_nats = loss.double_value(&[]);
-        if !loss_nats.is_finite() {
-            return Err(Error::Training { step, reason: format!("loss is {loss_nats}; stopped before updating the weights (last good checkpoint kept)") });
-        }
         loss.backward();
-        let grad_norm = opt.clip_grad_norm(opts.clip)?;
-        if !grad_norm.is_finite() {
-            return Err(Error::Training { step, reason: format!("gradient norm is {grad_norm}; stopped before updating the weights (last good checkpoint kept)") });
+        let norm = opt.clip_grad_norm(opts.clip)?;
+        // The update skips itself on the device when the loss or the gradient norm is not finite,
+        // so the step is queued whole and read back with one host sync.
+        let guard = loss.detach().to_kind(Kind::Double) + &norm;
+        opt.step(lr, Some(&guard))?;
+        let (loss_nats, grad_norm) = (loss.double_value(&[]), norm.double_value(&[]));
+        for (what, value) in [("loss", loss_nats), ("gradient norm", grad_norm)] {
+            if !value.is_finite() {
+                return Err(Error::Training { step, reason: format!("{what} is {value}; stopped without updating the weights (last good checkpoint kept)") });
+            }
         }
-        opt.step(lr)?;
         state.step += 1;
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         last_loss = loss_nats * metric.loss_scale;

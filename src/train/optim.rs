@@ -80,19 +80,21 @@ impl AdamW {
             .collect()
     }
 
-    /// Clips the global gradient norm to `max_norm` (if > 0) and returns the norm before clipping.
+    /// Clips the global gradient norm to `max_norm` (if > 0); returns the norm before clipping as
+    /// a 0-dim tensor on the parameters' device (read it when convenient: no host sync here).
     ///
     /// # Errors
-    /// Kernel errors.
-    pub fn clip_grad_norm(&self, max_norm: f64) -> Result<f64> {
+    /// Kernel errors; no gradients at all.
+    pub fn clip_grad_norm(&self, max_norm: f64) -> Result<Tensor> {
         multi::clip_grad_norm_(&self.grads(), max_norm)
     }
 
-    /// One AdamW update with learning rate `lr`; zeroes the gradients afterwards.
+    /// One AdamW update with learning rate `lr`, skipped on the device when `guard` (e.g. loss +
+    /// gradient norm) is not finite; zeroes the gradients afterwards either way.
     ///
     /// # Errors
     /// Kernel errors.
-    pub fn step(&mut self, lr: f64) -> Result<()> {
+    pub fn step(&mut self, lr: f64, guard: Option<&Tensor>) -> Result<()> {
         self.steps += 1;
         let mut groups = [Group::default(), Group::default()]; // [decay, no decay]
         for (name, p) in &self.params {
@@ -116,7 +118,7 @@ impl AdamW {
                 weight_decay,
                 step: self.steps,
             };
-            multi::adamw_step_(&group.params, &group.grads, &group.m, &group.v, s)?;
+            multi::adamw_step_(&group.params, &group.grads, &group.m, &group.v, s, guard)?;
             multi::zero_(&group.grads)?;
         }
         Ok(())
@@ -224,7 +226,7 @@ mod tests {
                 let (wp, wm, wv) = w;
                 reference_step(wp, wm, wv, &g.to_kind(Kind::Double), lr, wd, t);
             }
-            opt.step(lr).unwrap();
+            opt.step(lr, None).unwrap();
             for ((name, p), (wp, _, _)) in params.iter().zip(&want) {
                 let err = (p.detach().to_kind(Kind::Double) - wp)
                     .abs()
@@ -254,15 +256,45 @@ mod tests {
             ],
             AdamWConfig::default(),
         );
-        assert!((opt.clip_grad_norm(10.0).unwrap() - 5.0).abs() < 1e-6);
+        let norm = |max: f64| opt.clip_grad_norm(max).unwrap().double_value(&[]);
+        assert!((norm(10.0) - 5.0).abs() < 1e-6);
         assert_eq!(
             Vec::<f32>::try_from(&b.grad()).unwrap(),
             vec![0.0, 4.0],
             "below max: untouched"
         );
-        assert!((opt.clip_grad_norm(1.0).unwrap() - 5.0).abs() < 1e-6);
+        assert!((norm(1.0) - 5.0).abs() < 1e-6);
         let g = Vec::<f32>::try_from(&b.grad()).unwrap();
         assert!((g[1] - 0.8).abs() < 1e-5, "scaled to norm 1: {g:?}");
-        assert!((opt.clip_grad_norm(0.0).unwrap() - 1.0).abs() < 1e-5);
+        assert!((norm(0.0) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_non_finite_guard_skips_the_update_on_the_device() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        (&p * &p).sum(Kind::Float).backward();
+        let mut opt = AdamW::new(
+            vec![("w.bias".into(), p.shallow_clone())],
+            AdamWConfig::default(),
+        );
+        let norm = opt.clip_grad_norm(1.0).unwrap();
+        let nan = Tensor::from_slice(&[f64::NAN]).sum(Kind::Double);
+        opt.step(0.1, Some(&(&norm + &nan))).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(&p.detach()).unwrap(),
+            vec![1.0, -2.0],
+            "skipped"
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(&opt.m["w.bias"]).unwrap(),
+            vec![0.0, 0.0]
+        );
+        (&p * &p).sum(Kind::Float).backward();
+        let norm = opt.clip_grad_norm(1.0).unwrap();
+        opt.step(0.1, Some(&norm)).unwrap();
+        assert!(
+            p.detach().double_value(&[0]) < 1.0,
+            "a finite guard lets the update through"
+        );
     }
 }
