@@ -233,6 +233,7 @@ fn record_provenance(
         "lr": job.options.lr,
         "wall_time_s": s.elapsed_s,
         "device": device,
+        "precision": if job.options.bf16 && job.options.device.is_cuda() { "bf16" } else { "fp32" },
         "wavemamba_version": env!("CARGO_PKG_VERSION"),
     })
     .as_object()
