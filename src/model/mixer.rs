@@ -112,8 +112,9 @@ impl Mixer {
         let ht = h.transpose(1, 2);
         let x = batched(&self.in_proj.narrow(0, 0, di), &ht); // (B, d_inner, L)
         let z = batched(&self.in_proj.narrow(0, di, di), &ht); // (B, d_inner, L)
-                                                               // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs (zero
-                                                               // without a state: then on CUDA one fused kernel does conv and SiLU, float32 out).
+
+        // Causal depthwise conv over [history, x]: history = the previous d_conv − 1 inputs (zero
+        // without a state: then on CUDA one fused kernel does conv and SiLU, float32 out).
         let (x, x_for_proj, xc) = if state.is_none()
             && crate::ops::layers::fused_layers_for(x.device())
         {
@@ -137,8 +138,9 @@ impl Mixer {
             (y.shallow_clone(), y, Some(xc))
         }; // x: (B, d_inner, L)
         let x_dbl = batched(&self.x_proj, &x_for_proj); // (B, dt_rank + 2·d_state, L)
-                                                        // (dt_proj stays under autocast: in float32 its weight gradient, a (d_inner × dt_rank)
-                                                        // product summed over all B·L steps, costs cuBLAS ~0.5 ms per layer at 16 × 16384.)
+
+        // dt_proj stays under autocast: in float32 its weight gradient, a (d_inner × dt_rank)
+        // product summed over all B·L steps, costs cuBLAS ~0.5 ms per layer at 16 × 16384.
         let dt = batched(&self.dt_proj_weight, &x_dbl.narrow(1, 0, r)); // (B, d_inner, L)
         let b = x_dbl.narrow(1, r, n); // (B, d_state, L)
         let c = x_dbl.narrow(1, r + n, n); // (B, d_state, L)
@@ -181,7 +183,7 @@ impl Mixer {
     ///
     /// # Shapes
     /// `xc`: (B, d_inner, L + d_conv − 1) → (B, d_inner, L)
-    pub fn conv_silu_composite(&self, xc: &Tensor) -> Tensor {
+    fn conv_silu_composite(&self, xc: &Tensor) -> Tensor {
         xc.conv1d(
             &self.conv1d_weight,
             Some(&self.conv1d_bias),

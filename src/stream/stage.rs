@@ -80,7 +80,7 @@ impl StageState {
         self.conv.fill(0.0);
         self.ssm.fill(0.0);
         self.newest = k - 1; // ring slot t holds tap t (oldest first)
-        for (l, (conv, ssm)) in layers.iter().map(|&x| x).enumerate() {
+        for (l, (conv, ssm)) in layers.iter().copied().enumerate() {
             for b in 0..s {
                 let ring = &mut self.conv[(l * s + b) * k * dip..][..k * dip];
                 let h = &mut self.ssm[(l * s + b) * dip * n..][..dip * n];
