@@ -25,7 +25,7 @@ WARMUP=${WARMUP:-50}
 PRECISION=${PRECISION:-fp32}
 if [ ! -f "$PACK" ] && [ -f "$PACK.xz" ]; then xz -dk -T0 "$PACK.xz"; fi
 [ -f "$PACK" ] || { echo "no token pack at $PACK" >&2; exit 1; }
-rate=$("$BIN" bench train --config "$CONFIG" --batch "$BATCH" --len "$LEN" --steps 2 --threads "$THREADS" --device "$DEVICE" --json |
+rate=$("$BIN" bench train --config "$CONFIG" --batch "$BATCH" --len "$LEN" --steps 2 --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION" --json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["samples_per_s"])')
 steps=$(python3 -c "print(max(50, int(0.92 * $BUDGET_S * $rate / ($BATCH * $LEN))))")
 echo "throughput $rate samples/s on $THREADS threads ($DEVICE): training $steps steps of $BATCH x $LEN"

@@ -28,15 +28,16 @@ LR=${LR:-2e-3}
 WARMUP=${WARMUP:-200}
 INIT=${INIT:-}   # a model directory to fine-tune from (e.g. models/denoiser)
 SEED=${SEED:-1}
+PRECISION=${PRECISION:-fp32}   # bf16: autocast on CUDA
 for p in "$SPEECH" "$NOISE"; do
   if [ ! -f "$p" ] && [ -f "$p.xz" ]; then xz -dk -T0 "$p.xz"; fi
   [ -f "$p" ] || { echo "no token pack at $p" >&2; exit 1; }
 done
-rate=$("$BIN" bench train --config "$CONFIG" --batch "$BATCH" --len "$LEN" --steps 2 --threads "$THREADS" --device "$DEVICE" --json |
+rate=$("$BIN" bench train --config "$CONFIG" --batch "$BATCH" --len "$LEN" --steps 2 --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION" --json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["samples_per_s"])')
 # The denoising loss (expected value, three STFTs) and validation cost about a fifth more than NLL.
 steps=$(python3 -c "print(max(50, int(0.8 * $BUDGET_S * $rate / ($BATCH * $LEN))))")
 echo "LM throughput $rate samples/s on $THREADS threads ($DEVICE): training $steps steps of $BATCH x $LEN"
-"$BIN" train --task denoise --data "$SPEECH" --noise "$NOISE" --config "$CONFIG" ${INIT:+--init "$INIT"} --out "$OUTDIR" --device "$DEVICE" \
+"$BIN" train --task denoise --data "$SPEECH" --noise "$NOISE" --config "$CONFIG" ${INIT:+--init "$INIT"} --out "$OUTDIR" --device "$DEVICE" --precision "$PRECISION" \
   --steps "$steps" --batch "$BATCH" --len "$LEN" --lr "$LR" --warmup "$WARMUP" \
   --valid-every 200 --ckpt-every 200 --log-every 20 --threads "$THREADS" --seed "$SEED" --quiet
