@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::{Kind, Reduction, Tensor};
 
 use crate::audio;
-use crate::data::{is_audio_name, Dataset, DatasetOptions};
+use crate::data::{is_audio_name, Dataset, DatasetOptions, Split};
 use crate::model::{WaveMamba, START_TOKEN};
 use crate::{Error, Result};
 
@@ -76,11 +76,13 @@ pub fn sequence_bits(model: &WaveMamba, tokens: &[u8], chunk: usize) -> Result<(
 }
 
 /// Evaluates `model` on the audio at `path`: one audio file, or a directory / manifest opened as
-/// a dataset (every split; decoded and resampled once into the dataset cache).
+/// a dataset (decoded and resampled once into the dataset cache), all of it or only `split`: the
+/// same hash of each file's path as `train` uses, so `--split valid` on the training data gives
+/// exactly the files a run held out.
 ///
 /// # Errors
-/// No readable audio at all, dataset/cache errors, kernel errors.
-pub fn eval_lm(model: &WaveMamba, path: &Path) -> Result<EvalReport> {
+/// No readable audio at all, a split asked of a single file, dataset/cache errors, kernel errors.
+pub fn eval_lm(model: &WaveMamba, path: &Path, split: Option<Split>) -> Result<EvalReport> {
     let rate = model.audio.sample_rate;
     let (mut bits, mut samples) = (0.0, 0usize);
     let (mut per_file, mut skipped) = (Vec::new(), Vec::new());
@@ -100,6 +102,16 @@ pub fn eval_lm(model: &WaveMamba, path: &Path) -> Result<EvalReport> {
         Ok(())
     };
     if path.is_file() && is_audio_name(path) {
+        if let Some(split) = split {
+            return Err(Error::InvalidArgument {
+                name: "split",
+                reason: format!(
+                    "{} is one audio file; a split ({}) needs a directory or a manifest",
+                    path.display(),
+                    split.name()
+                ),
+            });
+        }
         let a = audio::read_audio(path)?;
         score(
             path.display().to_string(),
@@ -113,7 +125,11 @@ pub fn eval_lm(model: &WaveMamba, path: &Path) -> Result<EvalReport> {
             ..DatasetOptions::default()
         };
         let ds = Dataset::open(path, &opts)?;
-        for f in ds.all_files() {
+        let files: Vec<_> = match split {
+            Some(split) => ds.files(split),
+            None => ds.all_files().iter().collect(),
+        };
+        for f in files {
             score(f.path.display().to_string(), ds.read(f)?)?;
         }
         skipped.extend(

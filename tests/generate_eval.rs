@@ -212,3 +212,52 @@ fn eval_reports_bits_per_sample_on_a_directory() {
         "{whole} vs {reference}"
     );
 }
+
+#[test]
+fn eval_split_scores_exactly_the_files_of_that_split() {
+    let (dir, model) = setup("eval-split");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("clip-{i:02}.wav")).collect();
+    for n in &names {
+        std::fs::copy(dir.join("prompt.wav"), data.join(n)).unwrap();
+    }
+    let mut total = 0;
+    for split in ["train", "valid", "test"] {
+        let want = names
+            .iter()
+            .filter(|n| wavemamba::data::Split::of_key(n).name() == split)
+            .count();
+        let o = wavemamba(&[
+            "eval",
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--split",
+            split,
+            "--json",
+        ]);
+        assert!(want > 0, "{split}: these 40 names populate every split");
+        assert!(o.status.success(), "{split}: {}", text(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["files"], want, "{split}");
+        total += want;
+    }
+    assert_eq!(total, names.len(), "the splits partition the files");
+    let o = wavemamba(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data.join(&names[0])),
+        "--split",
+        "valid",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("needs a directory or a manifest"),
+        "{}",
+        text(&o.stderr)
+    );
+}

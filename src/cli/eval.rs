@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use wavemamba::continuation::{bundled_model_dir, default_model_dir};
+use wavemamba::data::Split;
 use wavemamba::denoise::eval::{eval_denoise, DenoiseEvalOptions};
 use wavemamba::device::parse_device;
 use wavemamba::eval::eval_lm;
@@ -21,6 +22,7 @@ use wavemamba::eval::eval_lm;
 ///
 /// Examples:
 ///   wavemamba eval --model models/default --data held_out/ --json
+///   wavemamba eval --data corpus/manifest.tsv --split valid   # the files a training run held out
 ///   wavemamba eval --task denoise --speech held_out/speech --noise held_out/noise --snr 0,5,10
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -34,6 +36,11 @@ pub struct Args {
     /// lm: an audio file, a directory of audio files (searched recursively) or a manifest
     #[arg(long, required_if_eq("task", "lm"))]
     data: Option<PathBuf>,
+    /// lm: only this split of a directory or manifest (train, valid or test): the hash of each
+    /// file's path that `train` splits by, so `--split valid` on the training data scores exactly
+    /// the files that run held out
+    #[arg(long, value_parser = ["train", "valid", "test"])]
+    split: Option<String>,
     /// denoise: clean speech (file, directory or manifest)
     #[arg(long, required_if_eq("task", "denoise"))]
     speech: Option<PathBuf>,
@@ -80,7 +87,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return run_denoise(a, &model);
     }
     let data = a.data.context("--data is required")?;
-    let r = eval_lm(&model, &data).with_context(|| format!("evaluating on {}", data.display()))?;
+    let split = a.split.as_deref().and_then(Split::parse);
+    let r = eval_lm(&model, &data, split)
+        .with_context(|| format!("evaluating on {}", data.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
