@@ -80,13 +80,7 @@ fn cuda_adamw_and_clipping_match_cpu() {
                 )
             })
             .collect();
-        let mut opt = AdamW::new(
-            params
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-            AdamWConfig::default(),
-        );
+        let mut opt = AdamW::new(&params, AdamWConfig::default());
         for step in 0..3 {
             // Quadratic, so gradients carry no transcendental rounding differences between devices
             // (Adam's m/√v turns any sign flip of a near-zero gradient into a full step).

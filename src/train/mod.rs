@@ -167,7 +167,7 @@ pub struct TrainSummary {
 /// The optimizer wavemamba trains with, over every parameter of `model`.
 pub fn make_optimizer(model: &WaveMamba) -> AdamW {
     let params: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-    AdamW::new(params, AdamWConfig::default())
+    AdamW::new(&params, AdamWConfig::default())
 }
 
 /// Mean validation NLL in bits per sample over the fixed validation set.

@@ -58,15 +58,23 @@ struct Group {
 }
 
 impl AdamW {
-    pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> AdamW {
-        let zeros = |p: &Vec<(String, Tensor)>| {
-            p.iter().map(|(k, t)| (k.clone(), t.zeros_like())).collect()
+    /// An optimizer over `params` (shared with the caller: updates happen in place), with zero
+    /// moments.
+    pub fn new(params: &[(String, Tensor)], config: AdamWConfig) -> AdamW {
+        let zeros = || {
+            params
+                .iter()
+                .map(|(k, t)| (k.clone(), t.zeros_like()))
+                .collect()
         };
         AdamW {
             config,
-            m: zeros(&params),
-            v: zeros(&params),
-            params,
+            m: zeros(),
+            v: zeros(),
+            params: params
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                .collect(),
             steps: 0,
         }
     }
@@ -204,13 +212,7 @@ mod tests {
                 (p.copy(), p.zeros_like(), p.zeros_like())
             })
             .collect();
-        let mut opt = AdamW::new(
-            params
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-            AdamWConfig::default(),
-        );
+        let mut opt = AdamW::new(&params, AdamWConfig::default());
         for t in 1..=4 {
             let lr = 0.01 * t as f64;
             let grads: Vec<Tensor> = params.iter().map(|(_, p)| Tensor::randn_like(p)).collect();
@@ -249,13 +251,11 @@ mod tests {
         let a = Tensor::from_slice(&[3.0f32, 0.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[0.0f32, 4.0]).set_requires_grad(true);
         (&a * &a * 0.5 + &b * &b * 0.5).sum(Kind::Float).backward(); // grads = (3, 0), (0, 4)
-        let opt = AdamW::new(
-            vec![
-                ("a".into(), a.shallow_clone()),
-                ("b".into(), b.shallow_clone()),
-            ],
-            AdamWConfig::default(),
-        );
+        let named = [
+            ("a".into(), a.shallow_clone()),
+            ("b".into(), b.shallow_clone()),
+        ];
+        let opt = AdamW::new(&named, AdamWConfig::default());
         let norm = |max: f64| opt.clip_grad_norm(max).unwrap().double_value(&[]);
         assert!((norm(10.0) - 5.0).abs() < 1e-6);
         assert_eq!(
@@ -274,7 +274,7 @@ mod tests {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
         (&p * &p).sum(Kind::Float).backward();
         let mut opt = AdamW::new(
-            vec![("w.bias".into(), p.shallow_clone())],
+            &[("w.bias".into(), p.shallow_clone())],
             AdamWConfig::default(),
         );
         let norm = opt.clip_grad_norm(1.0).unwrap();
