@@ -68,7 +68,8 @@ pub struct Args {
     #[arg(long, default_value_t = 100.0)]
     max_latency_ms: f64,
     /// Output queued before playback starts, in ms (default: one device buffer); each underrun
-    /// raises it by the missing audio, up to 20 ms (adaptive jitter margin)
+    /// raises it by the missing audio, up to 20 ms, and every 10 s without one gives back half
+    /// of what was added (adaptive jitter margin)
     #[arg(long)]
     jitter_ms: Option<f64>,
     /// Sinc taps of the resamplers: 256 gives the offline path's numbers exactly (10.6 ms

@@ -56,7 +56,8 @@ pub struct Counters {
     /// Set by the output callback once it started playing (the start threshold was reached).
     pub playing: AtomicBool,
     /// The jitter margin the output callback keeps queued now (output frames): it starts at the
-    /// configured margin and grows by each underrun's missing frames, up to a cap.
+    /// configured margin, grows by each underrun's missing frames (up to a cap) and relaxes back
+    /// towards the configured one after quiet spells.
     pub margin_frames: AtomicU64,
 }
 
@@ -157,21 +158,39 @@ struct Trimmer {
     /// Frames to skip at the next callback.
     trim: usize,
     on: bool,
-    /// Queue to keep (the jitter margin).
+    /// Queue to keep (the jitter margin), and the configured margin it relaxes back to.
     target: usize,
+    base: usize,
+    /// Windows since the last underrun.
+    quiet_windows: u32,
 }
 
 impl Trimmer {
+    /// Windows without an underrun (½ s each) after which the margin gives back half of what
+    /// underruns added: a passing load spike costs latency for seconds, not for the whole run.
+    const RELAX_WINDOWS: u32 = 20;
+
     fn track(&mut self, left: usize, frames: usize) {
         self.window_min_left = self.window_min_left.min(left);
         self.window_frames += frames;
         if self.window_frames >= self.window {
+            self.quiet_windows += 1;
+            if self.quiet_windows >= Self::RELAX_WINDOWS {
+                self.target = self.base + (self.target - self.base) / 2;
+                self.quiet_windows = 0;
+            }
             if self.on {
                 self.trim = self.window_min_left.saturating_sub(self.target);
             }
             self.window_min_left = usize::MAX;
             self.window_frames = 0;
         }
+    }
+
+    /// An underrun of `missing` frames: keep that much more queued (up to `cap`).
+    fn underrun(&mut self, missing: usize, cap: usize) {
+        self.target = (self.target + missing).min(cap.max(self.base));
+        self.quiet_windows = 0;
     }
 }
 
@@ -181,7 +200,8 @@ impl Trimmer {
 /// `start_frames` (keep both well under the ring's capacity), a jitter margin against the worker's
 /// block-wise output. The margin adapts: each underrun adds its missing frames to the queue that
 /// latency trimming keeps, up to [`OutputCallback::MAX_MARGIN_MS`], so a machine that cannot hold
-/// a small margin settles on a larger one instead of underrunning again.
+/// a small margin settles on a larger one instead of underrunning again; every 10 s without an
+/// underrun it gives back half of what was added.
 pub struct OutputCallback {
     consumer: Consumer<f32>,
     channels: usize,
@@ -222,6 +242,8 @@ impl OutputCallback {
                 trim: 0,
                 on: true,
                 target: start_frames,
+                base: start_frames,
+                quiet_windows: 0,
             },
             counters,
             in_rate: f64::from(in_rate.max(1)),
@@ -265,6 +287,7 @@ impl OutputCallback {
         }
         let n = frames.min(avail);
         self.trimmer.track(avail - n, frames);
+        c.margin_frames.store(self.trimmer.target as u64, Relaxed);
         if let Ok(chunk) = self.consumer.read_chunk(n) {
             let (a, b) = chunk.as_slices();
             for (frame, &x) in data.chunks_exact_mut(ch).zip(a.iter().chain(b)) {
@@ -282,9 +305,8 @@ impl OutputCallback {
             c.underrun_frames.fetch_add((frames - n) as u64, Relaxed);
             // The silence just written delays what follows by (frames − n): keep that much more
             // queued from now on rather than trimming it away again.
-            let target = (self.trimmer.target + (frames - n)).min(self.max_margin);
-            self.trimmer.target = target;
-            c.margin_frames.store(target as u64, Relaxed);
+            self.trimmer.underrun(frames - n, self.max_margin);
+            c.margin_frames.store(self.trimmer.target as u64, Relaxed);
         }
     }
 
@@ -376,5 +398,50 @@ mod tests {
             u64::from(OutputCallback::MAX_MARGIN_MS)
         );
         assert_eq!(cb.trimmer.target, OutputCallback::MAX_MARGIN_MS as usize);
+    }
+
+    #[test]
+    fn quiet_spells_give_the_added_margin_back_and_underruns_take_it_again() {
+        let counters = Counters::new();
+        let (mut p, c) = ring(4096);
+        // 1 kHz output, configured margin 2 frames: windows of 500 frames, relax after 10 s.
+        let mut cb = OutputCallback::new(c, 1, 2, counters.clone(), 1_000, 1_000, Instant::now());
+        counters.playing.store(true, Relaxed);
+        let mut buf = [0.0f32; 10];
+        cb.process(&mut buf); // empty: 10 frames missing
+        assert_eq!(counters.margin_frames.load(Relaxed), 12);
+        // Keep the ring fed: no underrun for 10 s (1000 callbacks of 10 frames).
+        let feed = |p: &mut Producer<f32>, n: usize| {
+            for _ in 0..n {
+                let _ = p.push(0.1);
+            }
+        };
+        feed(&mut p, 30);
+        for i in 0..1000 {
+            feed(&mut p, 10);
+            cb.process(&mut buf);
+            if i < 990 {
+                assert_eq!(counters.margin_frames.load(Relaxed), 12, "callback {i}");
+            }
+        }
+        assert_eq!(counters.underruns.load(Relaxed), 1);
+        assert_eq!(
+            counters.margin_frames.load(Relaxed),
+            2 + 10 / 2,
+            "half the excess back"
+        );
+        for _ in 0..3000 {
+            feed(&mut p, 10);
+            cb.process(&mut buf);
+        }
+        assert_eq!(
+            counters.margin_frames.load(Relaxed),
+            2,
+            "back at the configured margin"
+        );
+        let mut big = [0.0f32; 64];
+        cb.process(&mut big); // at most ~30 queued: an underrun
+        assert!(counters.underruns.load(Relaxed) >= 2);
+        assert!(counters.margin_frames.load(Relaxed) > 2, "grown again");
     }
 }
