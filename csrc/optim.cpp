@@ -48,7 +48,7 @@ int wm_clip_grad_norm(wm_tensor *grads_, int64_t n, double max_norm, wm_tensor *
 
 int wm_adamw_step(wm_tensor *params_, wm_tensor *grads_, wm_tensor *m_, wm_tensor *v_, int64_t n,
                   double lr, double beta1, double beta2, double eps, double weight_decay,
-                  int64_t step, wm_tensor guard_) {
+                  int64_t step, wm_tensor skip_) {
   return wm::shim::guard("adamw_step", [&] {
     TORCH_CHECK(step >= 1, "step must be ≥ 1, got ", step);
     const auto params = tensors_of(params_, n, "params");
@@ -74,10 +74,8 @@ int wm_adamw_step(wm_tensor *params_, wm_tensor *grads_, wm_tensor *m_, wm_tenso
     const std::vector<at::Tensor> steps(params.size(), t);
     // The kernel skips the whole update when found_inf holds 1 (read on the device: no sync).
     std::optional<at::Tensor> found_inf;
-    const at::Tensor guard = wm::shim::optional(guard_);
-    if (guard.defined()) {
-      found_inf = guard.isfinite().all().logical_not().to(at::kFloat).to(params[0].device());
-    }
+    const at::Tensor skip = wm::shim::optional(skip_);
+    if (skip.defined()) found_inf = skip.to(params[0].device(), at::kFloat);
     at::_fused_adamw_(params, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, beta1, beta2,
                       weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
                       /*grad_scale=*/std::nullopt, found_inf);

@@ -77,13 +77,13 @@ int wm_selective_scan(wm_tensor u, wm_tensor delta, wm_tensor A, wm_tensor Bm, w
  * adamw_step: PyTorch's AdamW (fused) update for update number `step` (1-based), float32 only:
  *   p <- p (1 - lr wd); m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
  *   p <- p - lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).
- *   When `guard` (any tensor, or NULL) holds a non-finite value, nothing is updated.
+ *   When `skip` (a 0-dim tensor, or NULL) is nonzero, nothing is updated (decided on the device).
  *   Call it once per weight-decay group (wd = 0 for the rest). Gradients are left as they are.
  * zero_: sets every tensor to zero. */
 int wm_clip_grad_norm(wm_tensor *grads, int64_t n, double max_norm, wm_tensor *total);
 int wm_adamw_step(wm_tensor *params, wm_tensor *grads, wm_tensor *m, wm_tensor *v, int64_t n,
                   double lr, double beta1, double beta2, double eps, double weight_decay,
-                  int64_t step, wm_tensor guard);
+                  int64_t step, wm_tensor skip);
 int wm_zero_(wm_tensor *tensors, int64_t n);
 
 /* Fused CUDA layers, differentiable (autograd Functions), CUDA tensors only (CUDA builds).

@@ -3,6 +3,7 @@
 // sums per block are written out and reduced in a fixed order by the caller, no atomics.
 #include <cuda_bf16.h>
 
+#include "cuda/io.cuh"
 #include "cuda/layers.h"
 
 namespace wm::cuda {
@@ -10,22 +11,6 @@ namespace {
 
 constexpr int kConvThreads = 128;
 constexpr int kPerThread = static_cast<int>(kConvTile) / kConvThreads;  // 16 steps per thread
-
-template <typename T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 __device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
@@ -43,17 +28,17 @@ __device__ __forceinline__ void stage_x(float *s, const T *xrow, int64_t t0, int
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
     const int64_t t = t0 + j * kConvThreads + threadIdx.x;
-    v[j] = t < len ? to_f(xrow[t]) : 0.f;
+    v[j] = t < len ? IO<T>::to_f(xrow[t]) : 0.f;
   }
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) s[kHalo + j * kConvThreads + threadIdx.x] = v[j];
   if (threadIdx.x < kHalo) {
     const int64_t t = t0 - kHalo + threadIdx.x;
-    s[threadIdx.x] = t >= 0 && t < len ? to_f(xrow[t]) : 0.f;
+    s[threadIdx.x] = t >= 0 && t < len ? IO<T>::to_f(xrow[t]) : 0.f;
   } else if (threadIdx.x < kHalo + right) {
     const int i = static_cast<int>(kConvTile) + threadIdx.x - kHalo;
     const int64_t t = t0 + i;
-    s[kHalo + i] = t < len ? to_f(xrow[t]) : 0.f;
+    s[kHalo + i] = t < len ? IO<T>::to_f(xrow[t]) : 0.f;
   }
 }
 
@@ -148,7 +133,7 @@ __global__ void __launch_bounds__(kConvThreads)
 #pragma unroll
       for (int k = 0; k < kConvMaxWidth; ++k)
         if (k < width) gxv = fmaf(wk[k], s_g[i + width - 1 - k], gxv);
-      gxrow[t] = from_f<T>(gxv);
+      gxrow[t] = IO<T>::from_f(gxv);
       const float g = s_g[i];
 #pragma unroll
       for (int k = 0; k < kConvMaxWidth; ++k)
@@ -191,7 +176,7 @@ __global__ void __launch_bounds__(32 * kNormWarps)
   for (int off = 16; off >= 1; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   const float r = rsqrtf(ss / static_cast<float>(cols) + eps);
   Y *yr = y + row * cols;
-  for (int64_t c = lane; c < cols; c += 32) yr[c] = from_f<Y>(xr[c] * r * w[c]);
+  for (int64_t c = lane; c < cols; c += 32) yr[c] = IO<Y>::from_f(xr[c] * r * w[c]);
   if (lane == 0) rstd[row] = r;
 }
 

@@ -53,7 +53,7 @@ extern "C" {
         eps: f64,
         weight_decay: f64,
         step: i64,
-        guard: WmTensor,
+        skip: WmTensor,
     ) -> c_int;
     pub(crate) fn wm_zero_(tensors: *mut WmTensor, n: i64) -> c_int;
     pub(crate) fn wm_causal_conv1d_silu(

@@ -41,8 +41,8 @@ pub struct AdamWStep {
 }
 
 /// PyTorch's fused AdamW update of `params` in place (moments `m`, `v` updated too), float32.
-/// The four lists are parallel; gradients are left as they are. When `guard` holds a non-finite
-/// value the update is skipped, decided on the device (no host sync).
+/// The four lists are parallel; gradients are left as they are. When `skip` (a 0-dim tensor) is
+/// nonzero the update is skipped, decided on the device (no host sync).
 ///
 /// # Errors
 /// Mismatched lists or shapes, non-float32 tensors, several devices.
@@ -52,7 +52,7 @@ pub fn adamw_step_(
     m: &[Tensor],
     v: &[Tensor],
     s: AdamWStep,
-    guard: Option<&Tensor>,
+    skip: Option<&Tensor>,
 ) -> Result<()> {
     let n = params.len();
     if grads.len() != n || m.len() != n || v.len() != n {
@@ -76,7 +76,7 @@ pub fn adamw_step_(
             s.eps,
             s.weight_decay,
             s.step,
-            ffi::lend_opt(guard),
+            ffi::lend_opt(skip),
         )
     };
     ffi::check("adamw_step", status)

@@ -104,6 +104,7 @@ impl AdamW {
     /// Kernel errors.
     pub fn step(&mut self, lr: f64, guard: Option<&Tensor>) -> Result<()> {
         self.steps += 1;
+        let skip = guard.map(|g| g.isfinite().all().logical_not()); // once for both groups
         let mut groups = [Group::default(), Group::default()]; // [decay, no decay]
         for (name, p) in &self.params {
             let g = p.grad();
@@ -126,7 +127,14 @@ impl AdamW {
                 weight_decay,
                 step: self.steps,
             };
-            multi::adamw_step_(&group.params, &group.grads, &group.m, &group.v, s, guard)?;
+            multi::adamw_step_(
+                &group.params,
+                &group.grads,
+                &group.m,
+                &group.v,
+                s,
+                skip.as_ref(),
+            )?;
             multi::zero_(&group.grads)?;
         }
         Ok(())
