@@ -154,7 +154,10 @@ fn unet_is_causal() {
     }
     // The inner stages matter: without them (up-pools zeroed) the logits differ, from the
     // second group on only.
-    let cut = random_unet(14, &[4, 4], 1);
+    // The same weights as `m` copied over (not rebuilt from the seed: other tests running in
+    // parallel threads draw from the same global generator).
+    let mut cut = random_unet(14, &[4, 4], 1);
+    cut.vs.copy(&m.vs).unwrap();
     tch::no_grad(|| {
         if let Body::Unet(u) = &cut.body {
             for up in &u.up {

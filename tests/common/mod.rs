@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A CPU model of `config` and `audio` whose every weight is perturbed by N(0, 0.1²) away from the
-/// (structured) init; variables are perturbed in name order, so a seed always gives the same
-/// weights.
+/// (structured) init; variables are perturbed in name order. The seed goes to libtorch's global
+/// generator, which parallel tests share: to compare two models with the same weights, copy the
+/// weights (`vs.copy`) rather than building twice from one seed.
 pub fn perturbed_model(
     config: wavemamba::config::MambaConfig,
     audio: wavemamba::config::AudioConfig,
