@@ -89,7 +89,7 @@ struct StepArgs {
     /// Wall-clock seconds of timing per path
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
-    /// Engine kernels: scalar or avx2 (default: the best this CPU runs)
+    /// Engine kernels: scalar, avx2 or avx512 (default: the best this CPU runs)
     #[arg(long)]
     isa: Option<String>,
     /// Seed of the random weights and input samples

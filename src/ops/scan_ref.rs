@@ -12,6 +12,9 @@ use crate::Result;
 ///
 /// # Errors
 /// Argument errors from [`ScanInputs::validate`].
+// `x = x + y` on purpose: `to_kind` returns the caller's own tensor when the dtype already
+// matches, and `+=` would change it in place (and break its autograd graph).
+#[allow(clippy::assign_op_pattern)]
 pub fn selective_scan_ref(x: &ScanInputs) -> Result<ScanOutput> {
     let dims = x.validate()?;
     let kind = if x.u.kind() == Kind::Double {

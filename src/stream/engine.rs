@@ -322,7 +322,7 @@ impl Run<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(&mut self) {
-        self.all::<super::avx2::Avx2>()
+        self.all::<super::vector::Avx2>()
     }
 
     /// The driver compiled with AVX-512F (and AVX2 + FMA) enabled.
@@ -332,7 +332,7 @@ impl Run<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn avx512(&mut self) {
-        self.all::<super::avx512::Avx512>()
+        self.all::<super::vector::Avx512>()
     }
 
     /// One step from the embeddings in stage 0's `resid` to `head`: down through the pooling

@@ -1,7 +1,7 @@
 //! The step's inner loops behind one trait, so that the engine's driver is written once and
-//! instantiated per instruction set: [`Scalar`] (portable, no explicit SIMD) here, `Avx2` in
-//! `avx2.rs`. Every kernel checks its slice lengths (a few comparisons per call) before any
-//! unchecked access.
+//! instantiated per instruction set: [`Scalar`] (portable, no explicit SIMD) here, `Avx2` and
+//! `Avx512` in `vector.rs`. Every kernel checks its slice lengths (a few comparisons per call)
+//! before any unchecked access.
 
 use super::weights::{state_index, Panel, BLOCK, ILV, LANES};
 

@@ -3,8 +3,9 @@
 //! A step through libtorch costs ~20 op dispatches per layer (tens of µs); at 16 kHz the whole
 //! model has 62.5 µs per sample. [`StepEngine`] copies the weights of a [`WaveMamba`] once into
 //! contiguous f32 buffers laid out for the step (`weights.rs`), then advances every layer of
-//! every stream by one sample with vectorised kernels (`avx512.rs`, `avx2.rs`, chosen at run
-//! time; portable fallback in `kernels.rs`), no allocation and no libtorch call. Its logits equal
+//! every stream by one sample with vectorised kernels (`vector.rs`, written once over the
+//! AVX-512 and AVX2 registers of `simd.rs`, chosen at run time; portable fallback in
+//! `kernels.rs`), no allocation and no libtorch call. Its logits equal
 //! [`WaveMamba::step`]'s to f32 rounding (`tests/stream_engine.rs`). It runs the plain model (one
 //! stage of blocks, `stage.rs`) and the U-Net (one stage per width, the pooling levels between
 //! them in `unet.rs`: an inner stage steps once its outer stage has filled a group of `p`
@@ -26,16 +27,16 @@
 //! [`WaveMamba`]: crate::model::WaveMamba
 //! [`WaveMamba::step`]: crate::model::WaveMamba::step
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod buf;
 mod denoise;
 mod engine;
 mod kernels;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 mod stage;
 mod unet;
+#[cfg(target_arch = "x86_64")]
+mod vector;
 mod weights;
 
 pub use denoise::DenoiseEngine;
@@ -54,8 +55,7 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA intrinsics (x86-64 CPUs that have both).
     Avx2,
-    /// AVX-512F for the state update and activations, AVX2 + FMA for the products (x86-64 CPUs
-    /// with all three).
+    /// AVX-512F intrinsics (x86-64 CPUs with AVX-512F, AVX2 and FMA).
     Avx512,
 }
 
