@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Summarise a Chrome trace from `wavemamba bench train --trace FILE` (standard library only).
+"""Summarise a Chrome trace from `wavemamba bench train --trace FILE` or `bench prefill --trace
+FILE` (standard library only).
 
 Prints GPU kernel time by kernel name (total, share, launches), the GPU's busy time against the
 wall time the trace spans, and the CPU operators with the most self-reported time. Kernel names
 are shortened (template arguments dropped) so instantiations of one kernel add up.
 
-    scripts/trace-summary.py trace.json [--top 25] [--steps 2]
+    scripts/trace-summary.py trace.json [--top 25] [--steps 2]   (a prefill trace: --steps 1)
 """
 import argparse
 import collections

@@ -1,4 +1,4 @@
-//! The `wavemamba` binary end to end: info, bench scan, errors and pending subcommands.
+//! The `wavemamba` binary end to end: info, the benchmarks, errors and pending subcommands.
 
 mod common;
 
@@ -59,6 +59,100 @@ fn bench_scan_prints_the_promised_json() {
     }
     assert_eq!(v["threads"], 1);
     assert_eq!(v["len"], 300);
+}
+
+/// JSON number `key` of `v`, finite and positive.
+fn positive(v: &serde_json::Value, key: &str) -> f64 {
+    let x = v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"));
+    assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    x
+}
+
+/// Whether a Chrome trace written by `--trace` holds libtorch operators.
+fn trace_has_operators(path: &std::path::Path) -> bool {
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("trace written")).expect("json");
+    t["traceEvents"].as_array().is_some_and(|ev| {
+        ev.iter()
+            .any(|e| e["name"].as_str().is_some_and(|n| n.starts_with("aten::")))
+    })
+}
+
+#[test]
+fn bench_step_prefill_and_train_print_json_and_traces() {
+    let dir = common::TempDir::new("cli-bench");
+    let out = wavemamba(&[
+        "bench",
+        "step",
+        "--preset",
+        "tiny",
+        "--seconds",
+        "0.1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for key in [
+        "engine_us_per_sample",
+        "engine_rtf",
+        "tch_us_per_sample",
+        "speedup_vs_tch",
+    ] {
+        positive(&v, key);
+    }
+    assert!(v["rel_err_vs_tch"].as_f64().unwrap() <= 1e-5, "{v}");
+
+    let trace = dir.join("prefill.json");
+    let out = wavemamba(&[
+        "bench",
+        "prefill",
+        "--preset",
+        "tiny",
+        "--seconds",
+        "0.05",
+        "--reps",
+        "1",
+        "--json",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (pre, gen) = (positive(&v, "prefill_s"), positive(&v, "generate_s"));
+    let ratio = positive(&v, "prefill_over_generate");
+    assert!((ratio - pre / gen).abs() <= 1e-9 * ratio, "{v}");
+    assert_eq!(v["samples"], 800);
+    assert!(
+        trace_has_operators(&trace),
+        "no aten operators in the prefill trace"
+    );
+
+    let trace = dir.join("train.json");
+    let out = wavemamba(&[
+        "bench",
+        "train",
+        "--config",
+        "tiny",
+        "--batch",
+        "2",
+        "--len",
+        "256",
+        "--steps",
+        "2",
+        "--json",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    positive(&v, "samples_per_s");
+    positive(&v, "ms_per_step");
+    assert!(
+        trace_has_operators(&trace),
+        "no aten operators in the training trace"
+    );
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub struct PrefillBench {
     pub pooling: Vec<i64>,
     /// Seed of the random weights (presets), the prompt and the sampling.
     pub seed: u64,
+    /// Profile one more prefill after the timed ones and write its Chrome trace here.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// What one run measured (batch 1, wall clock, medians).
@@ -129,6 +131,9 @@ pub fn run(b: &PrefillBench) -> Result<PrefillReport> {
     };
     let (prefill_s, generate_s, engine_steps_s) =
         (median(&mut pre), median(&mut gen), median(&mut steps));
+    if let Some(path) = &b.trace {
+        crate::ops::profiler::profile(path, false, prefill)?;
+    }
     Ok(PrefillReport {
         model: name,
         architecture: format!("{:?}", m.audio.architecture).to_lowercase(),

@@ -66,6 +66,10 @@ struct PrefillArgs {
     /// Seed of the random weights, the prompt and the sampling
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// After timing, profile one more prefill and write a Chrome trace (CPU operators;
+    /// summarise with scripts/trace-summary.py or open in Perfetto)
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -271,6 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 reps: a.reps,
                 pooling: a.pooling,
                 seed: a.seed,
+                trace: a.trace,
             };
             let report =
                 wavemamba::bench::prefill::run(&cfg).context("prefill benchmark failed")?;
