@@ -149,10 +149,20 @@ fn bench_step_prefill_and_train_print_json_and_traces() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     positive(&v, "samples_per_s");
     positive(&v, "ms_per_step");
+    assert_eq!(v["task"], "lm");
     assert!(
         trace_has_operators(&trace),
         "no aten operators in the training trace"
     );
+
+    let out = wavemamba(&[
+        "bench", "train", "--config", "tiny", "--task", "denoise", "--batch", "2", "--len", "1024",
+        "--steps", "1", "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    positive(&v, "samples_per_s");
+    assert_eq!(v["task"], "denoise");
 }
 
 #[test]
@@ -171,6 +181,34 @@ fn bad_arguments_fail_with_a_message() {
         "{}",
         text(&out.stderr)
     );
+    // The denoiser's loss needs a whole STFT window: refused before any data is read.
+    let dir = common::TempDir::new("cli-short");
+    let out_dir = dir.join("run");
+    for args in [
+        vec![
+            "bench", "train", "--config", "tiny", "--task", "denoise", "--len", "512",
+        ],
+        vec![
+            "train",
+            "--task",
+            "denoise",
+            "--data",
+            "no-such-speech",
+            "--noise",
+            "no-such-noise",
+            "--len",
+            "512",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    ] {
+        let out = wavemamba(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("at least 1024 samples"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!out_dir.exists(), "a refused run created its directory");
 }
 
 #[test]

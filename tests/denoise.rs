@@ -261,13 +261,20 @@ fn eval_denoise_reports_model_and_rnnoise_per_snr() {
     let dir = TempDir::new("denoise-eval");
     let model_dir = dir.join("model");
     checkpoint::save(&random_denoiser("tiny", 5), &model_dir).unwrap();
-    for (sub, files) in [("speech", 2u64), ("noise", 2)] {
+    // Noise: one ordinary file, one silent for 90% of its length (its stretches are redrawn
+    // until audible) and one silent throughout (skipped): no mixture may come out noise-free.
+    for (sub, files) in [("speech", 2u64), ("noise", 3)] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
         for i in 0..files {
-            let x = if sub == "speech" {
-                speechlike(0.6, i)
-            } else {
-                noise(8000, 0.2, i)
+            let x = match (sub, i) {
+                ("speech", _) => speechlike(0.6, i),
+                (_, 0) => noise(8000, 0.2, i),
+                (_, 1) => {
+                    let mut x = noise(40_000, 0.2, i);
+                    x[..36_000].fill(0.0);
+                    x
+                }
+                _ => vec![0.0; 8000],
             };
             let q: Vec<i32> = x.iter().map(|v| (v * 32767.0) as i32).collect();
             write_wav_int(&dir.join(format!("{sub}/{i}.wav")), &q, 1, 16, 16_000);
@@ -305,6 +312,11 @@ fn eval_denoise_reports_model_and_rnnoise_per_snr() {
         }
     }
     assert!(v["advantage_over_rnnoise_db"].as_f64().unwrap().is_finite());
+    let skipped = v["skipped"].as_array().unwrap();
+    assert!(
+        skipped.len() == 1 && skipped[0].as_str().unwrap().contains("2.wav: silent"),
+        "{skipped:?}"
+    );
     // SI-SDR itself, against an independent formula on a clean case.
     let c = speechlike(0.3, 1);
     let y: Vec<f32> = c.iter().map(|v| 0.5 * v).collect();

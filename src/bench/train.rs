@@ -1,12 +1,13 @@
-//! `wavemamba bench train`: training throughput (samples/s) of a model size on a device, on
-//! synthetic tokens (data loading excluded).
+//! `wavemamba bench train`: training throughput (samples/s) of a model size on a device, for the
+//! language model's loss or the denoiser's, on synthetic audio (data loading excluded).
 
 use std::time::Instant;
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{AudioConfig, MambaConfig};
+use crate::config::{AudioConfig, MambaConfig, Task};
+use crate::denoise::loss::denoise_loss;
 use crate::model::loss::mean_nll_nats;
 use crate::model::WaveMamba;
 use crate::train::make_optimizer;
@@ -16,6 +17,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct TrainBench {
     pub config: MambaConfig,
+    /// `audio.task` picks the loss: next-sample NLL (lm) or the denoiser's (`denoise_loss`).
     pub audio: AudioConfig,
     pub device: Device,
     pub batch: i64,
@@ -31,6 +33,8 @@ pub struct TrainBench {
 /// Measured throughput.
 #[derive(Debug, Serialize)]
 pub struct TrainReport {
+    /// "lm" or "denoise".
+    pub task: String,
     pub parameters: i64,
     pub device: String,
     pub threads: i32,
@@ -58,16 +62,30 @@ pub fn run(b: &TrainBench) -> Result<TrainReport> {
     tch::manual_seed(0);
     let model = WaveMamba::new(b.config.clone(), b.audio.clone(), b.device)?;
     let mut opt = make_optimizer(&model);
+    // A noisy tone: the LM's input; the denoiser's clean target, heard through white noise.
+    let randn = || Tensor::randn([b.batch, b.len], (Kind::Float, Device::Cpu));
     let t = Tensor::arange(b.len, (Kind::Float, Device::Cpu)).unsqueeze(0) * 0.03;
-    let x = (t.sin() * 0.5 + Tensor::randn([b.batch, b.len], (Kind::Float, Device::Cpu)) * 0.05)
-        .clamp(-1.0, 1.0);
-    let tokens = crate::ops::mulaw_encode(&x, 255)?.to_device(b.device);
+    let clean = (t.sin() * 0.5 + randn() * 0.05).clamp(-1.0, 1.0);
+    let mulaw = |x: &Tensor| -> Result<Tensor> {
+        Ok(crate::ops::mulaw_encode(x, 255)?.to_device(b.device))
+    };
+    let batch = match b.audio.task {
+        Task::Lm => vec![mulaw(&clean)?],
+        Task::Denoise => {
+            let noisy = (&clean + randn() * 0.2).clamp(-1.0, 1.0);
+            vec![mulaw(&noisy)?, mulaw(&clean)?, clean.to_device(b.device)]
+        }
+    };
+    let loss_of = || match b.audio.task {
+        Task::Lm => mean_nll_nats(&model, &batch[0]),
+        Task::Denoise => denoise_loss(&model, &batch[0], &batch[1], &batch[2]),
+    };
     let bf16 = b.bf16 && b.device.is_cuda();
     let mut one_step = || -> Result<()> {
         let loss = if bf16 {
-            crate::ops::autocast_bf16(|| mean_nll_nats(&model, &tokens))?.to_kind(Kind::Float)
+            crate::ops::autocast_bf16(loss_of)?.to_kind(Kind::Float)
         } else {
-            mean_nll_nats(&model, &tokens)?
+            loss_of()?
         };
         loss.backward();
         // As `train` does: the update guarded on the device, one host sync per step.
@@ -102,6 +120,7 @@ pub fn run(b: &TrainBench) -> Result<TrainReport> {
     }
     let samples = (b.batch * b.len) as f64 / secs;
     Ok(TrainReport {
+        task: format!("{:?}", b.audio.task).to_lowercase(),
         parameters: model.num_parameters(),
         device: format!("{:?}", b.device).to_lowercase(),
         threads: tch::get_num_threads(),
@@ -118,8 +137,8 @@ impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "training {} parameters on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× real time)",
-            self.parameters, self.device, self.threads, self.precision, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
+            "training {} ({} parameters) on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× real time)",
+            self.task, self.parameters, self.device, self.threads, self.precision, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
         )
     }
 }

@@ -19,9 +19,11 @@ enum What {
     ///
     /// Example: wavemamba bench scan --batch 4 --dim 128 --len 16384 --state 16 --threads 2 --backward
     Scan(ScanArgs),
-    /// Training throughput (samples/s) of a model size on a device, on synthetic audio.
+    /// Training throughput (samples/s) of a model size on a device, on synthetic audio, with the
+    /// language model's loss or (--task denoise) the denoiser's.
     ///
     /// Example: wavemamba bench train --config small --batch 16 --len 16384 --device cpu
+    /// (the bundled denoiser's: --config scripts/configs/denoiser.json --task denoise)
     Train(TrainArgs),
     /// Dataset loader: seconds of audio delivered per second (× real time) as (B, L) mu-law
     /// token batches from the decoded-audio cache; also prints the dataset's files, hours and
@@ -112,6 +114,10 @@ struct TrainArgs {
     /// Model size preset (tiny, small, base, large) or a config.json path
     #[arg(long, default_value = "small")]
     config: String,
+    /// Loss: lm (next-sample NLL) or denoise (the denoiser's CE + L1 + multi-resolution STFT −
+    /// SI-SDR on noisy/clean pairs)
+    #[arg(long, value_parser = ["lm", "denoise"], default_value = "lm")]
+    task: String,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -333,7 +339,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             let cfg = wavemamba::bench::train::TrainBench {
                 config: wavemamba::train::job::resolve_config(&a.config)?,
-                audio: Default::default(),
+                audio: wavemamba::config::AudioConfig {
+                    task: if a.task == "denoise" {
+                        wavemamba::config::Task::Denoise
+                    } else {
+                        wavemamba::config::Task::Lm
+                    },
+                    ..Default::default()
+                },
                 device: parse_device(&a.device)?,
                 batch: a.batch,
                 len: a.len,

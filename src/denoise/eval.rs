@@ -113,11 +113,21 @@ pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<Deno
         .map(|f| f.rel.clone())
         .collect();
     speech.truncate(opts.max_files.unwrap_or(usize::MAX));
-    let noise: Vec<Vec<f32>> = noise.into_iter().filter(|n| !n.is_empty()).collect();
+    // Silent (or constant) noise would leave the mixture clean: SI-SDR +∞.
+    let noise_names = noise_ds.all_files();
+    let mut usable = Vec::with_capacity(noise.len());
+    for (n, f) in noise.into_iter().zip(noise_names) {
+        if super::mix::variance(&n) < 1e-8 {
+            skipped.push(format!("{}: silent or empty noise", f.rel));
+        } else {
+            usable.push(n);
+        }
+    }
+    let noise = usable;
     if noise.is_empty() {
         return Err(Error::Dataset {
             path: opts.noise.clone(),
-            reason: "no readable noise audio".into(),
+            reason: "no usable (non-silent) noise audio".into(),
         });
     }
     let bar = if opts.progress {
@@ -137,18 +147,24 @@ pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<Deno
             bar.inc(opts.snr_db.len() as u64);
             continue;
         }
+        // A random stretch of a random noise file; another draw where that stretch is silent.
+        let mut rng = SplitMix(splitmix64(opts.seed ^ i as u64));
+        let mut draw = || {
+            let n = &noise[rng.below(noise.len() as u64) as usize];
+            let offset = rng.below(n.len() as u64) as usize;
+            let take = n.iter().cycle().skip(offset).take(clean.len());
+            take.copied().collect::<Vec<f32>>()
+        };
+        let Some(segment) = (0..16)
+            .map(|_| draw())
+            .find(|seg| super::mix::variance(seg) >= 1e-8)
+        else {
+            skipped.push(format!("{}: no audible noise stretch in 16 draws", names[i]));
+            bar.inc(opts.snr_db.len() as u64);
+            continue;
+        };
         files += 1;
         seconds += clean.len() as f64 / f64::from(rate);
-        let mut rng = SplitMix(splitmix64(opts.seed ^ i as u64));
-        let n = &noise[rng.below(noise.len() as u64) as usize];
-        let offset = rng.below(n.len() as u64) as usize;
-        let segment: Vec<f32> = n
-            .iter()
-            .cycle()
-            .skip(offset)
-            .take(clean.len())
-            .copied()
-            .collect();
         for (k, &snr) in opts.snr_db.iter().enumerate() {
             let mut noisy = add_noise_at_snr(clean, &segment, snr);
             let mut reference = clean.clone();

@@ -8,10 +8,14 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::expected_value;
 use crate::model::WaveMamba;
-use crate::Result;
+use crate::{Error, Result};
 
 /// STFT sizes (n_fft = window, hop) of the multi-resolution loss at 16 kHz: 16, 32 and 64 ms.
 pub const STFT_RESOLUTIONS: [(i64, i64); 3] = [(256, 64), (512, 128), (1024, 256)];
+
+/// Shortest sequence [`denoise_loss`] takes: the largest STFT window.
+pub const MIN_LEN: i64 = 1024;
+const _: () = assert!(STFT_RESOLUTIONS[STFT_RESOLUTIONS.len() - 1].0 == MIN_LEN);
 
 /// Weight of the negative SI-SDR (dB) in [`denoise_loss`]: 10 dB weighs 1 nat of cross-entropy.
 pub const SI_SDR_WEIGHT: f64 = 0.1;
@@ -20,16 +24,17 @@ pub const SI_SDR_WEIGHT: f64 = 0.1;
 /// `CE(nats) + L1(ŷ, y) / mean|noisy| + MR-STFT(ŷ, y) − SI_SDR_WEIGHT · SI-SDR(ŷ, y)`.
 ///
 /// # Shapes
-/// `noisy_tokens`, `clean_tokens`: (B, L) int64; `clean`: (B, L) f32 → scalar.
+/// `noisy_tokens`, `clean_tokens`: (B, L) int64; `clean`: (B, L) f32 with L ≥ [`MIN_LEN`] → scalar.
 ///
 /// # Errors
-/// Invalid tokens, kernel errors.
+/// Sequences shorter than [`MIN_LEN`], invalid tokens, kernel errors.
 pub fn denoise_loss(
     model: &WaveMamba,
     noisy_tokens: &Tensor,
     clean_tokens: &Tensor,
     clean: &Tensor,
 ) -> Result<Tensor> {
+    check_len(clean.size().last().copied().unwrap_or(0))?;
     let logits = model.forward(noisy_tokens)?.to_kind(Kind::Float); // (B, L, V)
     let v = logits.size()[2];
     let ce = logits.reshape([-1, v]).cross_entropy_loss::<Tensor>(
@@ -45,6 +50,23 @@ pub fn denoise_loss(
     let l1 = ((&y - clean).abs().mean_dim(1, true, Kind::Float) / level).mean(Kind::Float);
     let si_sdr = batch_si_sdr(&y, clean);
     Ok(ce + l1 + multi_resolution_stft(&y, clean) - si_sdr * SI_SDR_WEIGHT)
+}
+
+/// [`Error::InvalidArgument`] unless `len` ≥ [`MIN_LEN`].
+///
+/// # Errors
+/// As above.
+pub fn check_len(len: i64) -> Result<()> {
+    if len < MIN_LEN {
+        return Err(Error::InvalidArgument {
+            name: "len",
+            reason: format!(
+                "the denoiser's loss needs sequences of at least {MIN_LEN} samples (its largest \
+                 STFT window), got {len}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Mean SI-SDR (dB) over the rows whose reference is not silent (differentiable); 0 when all are.
@@ -88,7 +110,7 @@ fn magnitude(x: &Tensor, n_fft: i64, hop: i64) -> Tensor {
 /// absolute difference of log magnitudes (whole batch).
 ///
 /// # Shapes
-/// `estimate`, `reference`: (B, L) with L ≥ 1024 → scalar.
+/// `estimate`, `reference`: (B, L) with L ≥ [`MIN_LEN`] → scalar.
 pub fn multi_resolution_stft(estimate: &Tensor, reference: &Tensor) -> Tensor {
     let mut total = Tensor::zeros([], (Kind::Float, estimate.device()));
     for (n_fft, hop) in STFT_RESOLUTIONS {

@@ -92,6 +92,9 @@ pub fn resolve_config(spec: &str) -> Result<MambaConfig> {
 /// Everything [`train`] and [`load_corpus`] can return; [`Error::Config`] for a task this build
 /// cannot train.
 pub fn run(job: &TrainJob) -> Result<TrainSummary> {
+    if job.task == Task::Denoise {
+        crate::denoise::loss::check_len(job.options.len)?; // before the (slow) data loading
+    }
     let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed, job.strict)?;
     corpus.valid_len = job.options.len;
     if let Some(pack) = &job.save_pack {
@@ -174,7 +177,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     let (summary, metric) = match noise {
         Some(noise) => {
             let mut data = DenoiseData::new(corpus, noise, job.options.seed)?;
-            data.valid_len = job.options.len.max(1024) as usize;
+            data.valid_len = job.options.len as usize;
             let metric = data.metric();
             (
                 train_objective(&run, start, &mut data, &job.options)?,
