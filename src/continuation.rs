@@ -66,6 +66,9 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
         });
     }
     audio::check_output_dir(&job.out)?;
+    if let Some(png) = &job.spectrogram {
+        audio::check_output_dir(png)?;
+    }
     let model = crate::model::checkpoint::load(&job.model, job.device)?;
     let rate = model.audio.sample_rate;
     let (prompt_audio, prompt_rate) = match &job.prompt {

@@ -173,7 +173,7 @@ pub fn loss_curves(metrics: &Path, png: &Path, metric: &crate::train::Metric) ->
 /// with a vertical line where the prompt ends (`marker_s`, seconds) when given.
 ///
 /// # Errors
-/// [`Error::Io`]; [`Error::InvalidArgument`] for fewer than 512 samples.
+/// [`Error::Io`] (the PNG could not be written).
 pub fn spectrogram(
     path: &Path,
     samples: &[f32],
@@ -184,15 +184,12 @@ pub fn spectrogram(
     use tch::{Kind, Tensor};
     const N_FFT: i64 = 512;
     const HOP: i64 = 128;
-    if samples.len() < N_FFT as usize {
-        return Err(Error::InvalidArgument {
-            name: "spectrogram",
-            reason: format!("needs ≥ {N_FFT} samples, got {}", samples.len()),
-        });
-    }
+    // A clip shorter than one window is drawn as one frame of it, zero-padded.
+    let mut padded = samples.to_vec();
+    padded.resize(samples.len().max(N_FFT as usize), 0.0);
     ensure_font();
     let window = Tensor::hann_window(N_FFT, (Kind::Float, tch::Device::Cpu));
-    let spec = Tensor::from_slice(samples).stft(
+    let spec = Tensor::from_slice(&padded).stft(
         N_FFT,
         HOP,
         N_FFT,

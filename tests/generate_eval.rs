@@ -112,7 +112,7 @@ fn generate_is_deterministic_and_writes_prompt_plus_continuation() {
 fn bad_inputs_give_clear_errors_and_no_output() {
     let (dir, model) = setup("bad");
     std::fs::write(dir.join("garbage.wav"), b"RIFF\x10\x00\x00\x00WAVEjunk").unwrap();
-    let cases: [(Vec<String>, &str); 3] = [
+    let cases: [(Vec<String>, &str); 4] = [
         (
             vec![
                 "--model".into(),
@@ -137,6 +137,15 @@ fn bad_inputs_give_clear_errors_and_no_output() {
                 s(&model).into(),
                 "--prompt".into(),
                 s(&dir.join("prompt.wav")).into(),
+            ],
+            "does not exist",
+        ),
+        (
+            vec![
+                "--model".into(),
+                s(&model).into(),
+                "--spectrogram".into(),
+                s(&dir.join("missing-dir/spec.png")).into(),
             ],
             "does not exist",
         ),
@@ -260,4 +269,25 @@ fn eval_split_scores_exactly_the_files_of_that_split() {
         "{}",
         text(&o.stderr)
     );
+}
+
+#[test]
+fn a_clip_shorter_than_one_stft_window_still_gets_a_spectrogram() {
+    let (dir, model) = setup("short-spec");
+    let (out, png) = (dir.join("short.wav"), dir.join("short.png"));
+    let o = wavemamba(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--seconds",
+        "0.01",
+        "--quiet",
+        "--out",
+        s(&out),
+        "--spectrogram",
+        s(&png),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
 }

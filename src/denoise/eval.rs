@@ -159,7 +159,10 @@ pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<Deno
             .map(|_| draw())
             .find(|seg| super::mix::variance(seg) >= 1e-8)
         else {
-            skipped.push(format!("{}: no audible noise stretch in 16 draws", names[i]));
+            skipped.push(format!(
+                "{}: no audible noise stretch in 16 draws",
+                names[i]
+            ));
             bar.inc(opts.snr_db.len() as u64);
             continue;
         };
