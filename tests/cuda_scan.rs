@@ -6,65 +6,13 @@
 //! machine (scripts/gpu-run.sh).
 #![cfg(feature = "cuda")]
 
+mod common;
+
+use common::scan_problem::{rel_err, Opts, Problem, Shape, ALL, NONE, PATTERNS};
 use tch::{Device, Kind, Tensor};
-use wavemamba::ops::{selective_scan, selective_scan_ref, ScanInputs, ScanOutput};
+use wavemamba::ops::{selective_scan, selective_scan_ref, ScanOutput};
 
 const GPU: Device = Device::Cuda(0);
-
-/// Deterministic random tensors from a local generator (tests run concurrently).
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn tensor(&mut self, shape: &[i64], mut sample: impl FnMut(&mut Rng) -> f64) -> Tensor {
-        let n: i64 = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| sample(self) as f32).collect();
-        Tensor::from_slice(&v).reshape(shape)
-    }
-
-    fn rand(&mut self, shape: &[i64]) -> Tensor {
-        self.tensor(shape, Rng::next_f64)
-    }
-
-    fn randn(&mut self, shape: &[i64]) -> Tensor {
-        self.tensor(shape, |r| {
-            let (a, b) = (r.next_f64().max(1e-300), r.next_f64());
-            (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Opts {
-    d: bool,
-    z: bool,
-    bias: bool,
-    softplus: bool,
-    h0: bool,
-}
-
-const ALL: Opts = Opts {
-    d: true,
-    z: true,
-    bias: true,
-    softplus: true,
-    h0: true,
-};
-const NONE: Opts = Opts {
-    d: false,
-    z: false,
-    bias: false,
-    softplus: false,
-    h0: false,
-};
 
 /// Which outputs the loss uses, and how its gradient reaches the kernel.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,125 +29,7 @@ enum Loss {
     OutOnly,
 }
 
-/// Inputs (leaves requiring gradients) and loss weights on one device.
-struct Problem {
-    w_out: Tensor,
-    w_last: Tensor,
-    u: Tensor,
-    delta: Tensor,
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
-    d: Option<Tensor>,
-    z: Option<Tensor>,
-    bias: Option<Tensor>,
-    h0: Option<Tensor>,
-    softplus: bool,
-}
-
-type Shape = (i64, i64, i64, i64, i64);
-
 impl Problem {
-    /// Random float32 inputs on the CPU; u, delta, B, C, z rounded through `io` so the CPU and a
-    /// CUDA run in `io` see the same values.
-    fn new(seed: u64, (bsz, dim, len, n, g): Shape, o: Opts, io: Kind) -> Problem {
-        let mut rng = Rng(seed);
-        let round = |t: Tensor| t.to_kind(io).to_kind(Kind::Float);
-        let bc: Vec<i64> = if g == 1 {
-            vec![bsz, n, len]
-        } else {
-            vec![bsz, g, n, len]
-        };
-        let delta = if o.softplus {
-            rng.randn(&[bsz, dim, len]) * 0.5 - 1.0
-        } else {
-            rng.rand(&[bsz, dim, len]) * 0.09 + 0.01
-        };
-        Problem {
-            w_out: rng.randn(&[bsz, dim, len]),
-            w_last: rng.randn(&[bsz, dim, n]),
-            u: round(rng.randn(&[bsz, dim, len])),
-            delta: round(delta),
-            a: -(rng.randn(&[dim, n]) * 0.5).exp(),
-            b: round(rng.randn(&bc)),
-            c: round(rng.randn(&bc)),
-            d: o.d.then(|| rng.randn(&[dim])),
-            z: o.z.then(|| round(rng.randn(&[bsz, dim, len]))),
-            bias: o.bias.then(|| {
-                if o.softplus {
-                    rng.randn(&[dim]) * 0.3 - 1.0
-                } else {
-                    rng.rand(&[dim]) * 0.05
-                }
-            }),
-            h0: o.h0.then(|| rng.randn(&[bsz, dim, n])),
-            softplus: o.softplus,
-        }
-        .on(Device::Cpu, Kind::Float)
-    }
-
-    /// Fresh leaves on `device`: u, delta, B, C, z in `io`, the rest float32.
-    fn on(&self, device: Device, io: Kind) -> Problem {
-        let leaf = |t: &Tensor, kind: Kind| {
-            t.detach()
-                .to_device(device)
-                .to_kind(kind)
-                .copy()
-                .set_requires_grad(true)
-        };
-        let plain = |t: &Tensor| t.detach().to_device(device).to_kind(Kind::Float).copy();
-        Problem {
-            w_out: plain(&self.w_out),
-            w_last: plain(&self.w_last),
-            u: leaf(&self.u, io),
-            delta: leaf(&self.delta, io),
-            a: leaf(&self.a, Kind::Float),
-            b: leaf(&self.b, io),
-            c: leaf(&self.c, io),
-            d: self.d.as_ref().map(|t| leaf(t, Kind::Float)),
-            z: self.z.as_ref().map(|t| leaf(t, io)),
-            bias: self.bias.as_ref().map(|t| leaf(t, Kind::Float)),
-            h0: self.h0.as_ref().map(|t| leaf(t, Kind::Float)),
-            softplus: self.softplus,
-        }
-    }
-
-    fn inputs(&self) -> ScanInputs<'_> {
-        ScanInputs {
-            u: &self.u,
-            delta: &self.delta,
-            a: &self.a,
-            b: &self.b,
-            c: &self.c,
-            d: self.d.as_ref(),
-            z: self.z.as_ref(),
-            delta_bias: self.bias.as_ref(),
-            initial_state: self.h0.as_ref(),
-            delta_softplus: self.softplus,
-        }
-    }
-
-    fn leaves(&self) -> Vec<(&'static str, &Tensor)> {
-        let mut v = vec![
-            ("u", &self.u),
-            ("delta", &self.delta),
-            ("a", &self.a),
-            ("b", &self.b),
-            ("c", &self.c),
-        ];
-        for (name, t) in [
-            ("d", &self.d),
-            ("z", &self.z),
-            ("delta_bias", &self.bias),
-            ("initial_state", &self.h0),
-        ] {
-            if let Some(t) = t {
-                v.push((name, t));
-            }
-        }
-        v
-    }
-
     fn loss(&self, r: &ScanOutput, kind: Loss) -> Tensor {
         let out = r.out.to_kind(Kind::Float);
         let weighted_out = || (&out * &self.w_out).sum(Kind::Float);
@@ -251,20 +81,15 @@ fn poison_cuda_cache() {
     drop(held);
 }
 
-fn rel_err(x: &Tensor, reference: &Tensor) -> f64 {
-    let diff = (x - reference).norm().double_value(&[]);
-    let norm = reference.norm().double_value(&[]);
-    assert!(norm.is_finite(), "reference norm is {norm}");
-    if norm == 0.0 {
-        return diff;
-    }
-    diff / norm
+/// The CPU leaves (float32) of a problem whose u, delta, B, C and z are representable in `io`.
+fn host(seed: u64, shape: Shape, o: Opts, io: Kind) -> Problem {
+    Problem::new(seed, shape, o, io).on(Device::Cpu, Kind::Float)
 }
 
 /// CUDA (in `io`) against the CPU kernel (float32) on the same values.
 fn check_cuda_vs_cpu(shape: Shape, o: Opts, seed: u64, io: Kind, kind: Loss) {
     let tol = if io == Kind::BFloat16 { 2e-2 } else { 1e-4 };
-    let host = Problem::new(seed, shape, o, io);
+    let host = host(seed, shape, o, io);
     let (out_c, last_c, g_c) = host.run(kind);
     poison_cuda_cache();
     let dev = host.on(GPU, io);
@@ -283,32 +108,6 @@ fn check_cuda_vs_cpu(shape: Shape, o: Opts, seed: u64, io: Kind, kind: Loss) {
         assert!(e <= tol, "grad of {name}: rel err {e:.2e} ({ctx})");
     }
 }
-
-const PATTERNS: [Opts; 5] = [
-    ALL,
-    NONE,
-    Opts {
-        d: true,
-        z: false,
-        bias: true,
-        softplus: true,
-        h0: false,
-    },
-    Opts {
-        d: false,
-        z: true,
-        bias: false,
-        softplus: true,
-        h0: true,
-    },
-    Opts {
-        d: true,
-        z: true,
-        bias: false,
-        softplus: false,
-        h0: true,
-    },
-];
 
 /// Odd sizes: L = 1, L not a multiple of the chunk, every thread layout (N = 1 … 64), groups.
 #[test]
@@ -335,13 +134,7 @@ fn float32_matches_cpu_across_sizes() {
 #[test]
 fn float32_matches_cpu_with_every_option_combination() {
     for mask in 0..32u32 {
-        let o = Opts {
-            d: mask & 1 != 0,
-            z: mask & 2 != 0,
-            bias: mask & 4 != 0,
-            softplus: mask & 8 != 0,
-            h0: mask & 16 != 0,
-        };
+        let o = Opts::from_mask(mask);
         check_cuda_vs_cpu(
             (2, 4, 131, 16, 2),
             o,
@@ -423,7 +216,7 @@ fn bfloat16_matches_cpu() {
 /// CUDA directly against the pure-tch reference (float64 on the CPU).
 #[test]
 fn float32_matches_reference() {
-    let host = Problem::new(7001, (2, 6, 97, 16, 2), ALL, Kind::Float);
+    let host = host(7001, (2, 6, 97, 16, 2), ALL, Kind::Float);
     let dev = host.on(GPU, Kind::Float);
     let (out_g, last_g, g_g) = dev.run(Loss::Weighted);
     let refp = host.on(Device::Cpu, Kind::Double);
@@ -448,7 +241,7 @@ fn repeated_runs_are_bit_identical() {
         ((1, 8, 4000, 16, 1), Kind::Float),
         ((2, 64, 500, 16, 2), Kind::BFloat16),
     ] {
-        let host = Problem::new(8001, shape, ALL, io);
+        let host = host(8001, shape, ALL, io);
         let dev = host.on(GPU, io);
         let (o1, l1, g1) = dev.run(Loss::Weighted);
         poison_cuda_cache();
@@ -470,7 +263,7 @@ fn repeated_runs_are_bit_identical() {
 #[test]
 fn forward_without_gradients_equals_forward_with() {
     for shape in [(2, 6, 100, 16, 2), (1, 4, 5000, 16, 1)] {
-        let host = Problem::new(9001, shape, ALL, Kind::Float);
+        let host = host(9001, shape, ALL, Kind::Float);
         let dev = host.on(GPU, Kind::Float);
         let with = selective_scan(&dev.inputs()).unwrap();
         poison_cuda_cache();
@@ -484,7 +277,7 @@ fn forward_without_gradients_equals_forward_with() {
 
 #[test]
 fn float64_on_cuda_is_a_clear_error() {
-    let host = Problem::new(9101, (1, 2, 10, 4, 1), NONE, Kind::Float);
+    let host = host(9101, (1, 2, 10, 4, 1), NONE, Kind::Float);
     let dev = host.on(GPU, Kind::Double);
     let err = selective_scan(&dev.inputs()).unwrap_err().to_string();
     assert!(err.contains("float64 is not supported"), "{err}");
@@ -515,7 +308,7 @@ fn bfloat16_matches_float32_at_training_shapes() {
         .into_iter()
         .enumerate()
     {
-        let host = Problem::new(9201 + i as u64, shape, ALL, Kind::BFloat16);
+        let host = host(9201 + i as u64, shape, ALL, Kind::BFloat16);
         let (out_f, last_f, g_f) = host.on(GPU, Kind::Float).run(Loss::Transposed);
         poison_cuda_cache();
         let dev = host.on(GPU, Kind::BFloat16);

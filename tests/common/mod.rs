@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod audio_gen;
+pub mod scan_problem;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
