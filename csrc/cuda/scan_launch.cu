@@ -138,22 +138,17 @@ cudaError_t scan_dbc_reduce(const ScanArgs &a, cudaStream_t stream) {
   const int64_t slice = a.batch * a.groups * a.dstate * a.len;
   const bool vec4 = slice % 4 == 0;
   const unsigned blocks = blocks_for(vec4 ? 2 * slice / 4 : 2 * slice, 256);
+  auto go = [&](auto *gB, auto *gC) {
+    if (vec4) {
+      dbc_reduce4_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
+    } else {
+      dbc_reduce_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
+    }
+  };
   if (a.dtype == ScanDType::BF16) {
-    auto *gB = static_cast<__nv_bfloat16 *>(a.gB);
-    auto *gC = static_cast<__nv_bfloat16 *>(a.gC);
-    if (vec4) {
-      dbc_reduce4_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
-    } else {
-      dbc_reduce_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
-    }
+    go(static_cast<__nv_bfloat16 *>(a.gB), static_cast<__nv_bfloat16 *>(a.gC));
   } else {
-    auto *gB = static_cast<float *>(a.gB);
-    auto *gC = static_cast<float *>(a.gC);
-    if (vec4) {
-      dbc_reduce4_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
-    } else {
-      dbc_reduce_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
-    }
+    go(static_cast<float *>(a.gB), static_cast<float *>(a.gC));
   }
   return cudaSuccess;
 }

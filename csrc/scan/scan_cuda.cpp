@@ -112,6 +112,29 @@ ScanArgs make_args(const Inputs &in, bool backward) {
   return a;
 }
 
+/// Segmented mode (a.n_seg > 1): the float32 workspace (options `f32`), and passes 1 and 2
+/// (`local`, `combine`) queued on `stream`; the main pass reads the result. The workspace lives as
+/// long as this object.
+class Segments {
+ public:
+  using Pass = cudaError_t (*)(const ScanArgs &, cudaStream_t);
+  Segments(ScanArgs &a, const at::TensorOptions &f32, Pass local, Pass combine,
+           cudaStream_t stream) {
+    if (a.n_seg <= 1) return;
+    state_ = at::empty({a.n_seg, a.batch * a.dim, a.dstate}, f32);
+    dtsum_ = at::empty({a.n_seg, a.batch * a.dim}, f32);
+    a.seg_state = state_.data_ptr<float>();
+    a.seg_dtsum = dtsum_.data_ptr<float>();
+    C10_CUDA_CHECK(local(a, stream));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    C10_CUDA_CHECK(combine(a, stream));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+ private:
+  at::Tensor state_, dtsum_;
+};
+
 void check_inputs(const Inputs &in) {
   const at::ScalarType io = in.u.scalar_type();
   for (const at::Tensor *t : {&in.u, &in.delta, &in.B, &in.C, &in.z}) {
@@ -142,17 +165,7 @@ Forward forward_cuda(const Inputs &in, bool save_checkpoints) {
   a.ckpt = save_checkpoints ? f.ckpt.data_ptr<float>() : nullptr;
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor seg_state, seg_dtsum;
-  if (a.n_seg > 1) {
-    seg_state = at::empty({a.n_seg, a.batch * a.dim, a.dstate}, f32);
-    seg_dtsum = at::empty({a.n_seg, a.batch * a.dim}, f32);
-    a.seg_state = seg_state.data_ptr<float>();
-    a.seg_dtsum = seg_dtsum.data_ptr<float>();
-    C10_CUDA_CHECK(cuda::scan_fwd_local(a, stream));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    C10_CUDA_CHECK(cuda::scan_fwd_combine(a, stream));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  const Segments seg(a, f32, cuda::scan_fwd_local, cuda::scan_fwd_combine, stream);
   C10_CUDA_CHECK(cuda::scan_fwd_main(a, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return f;
@@ -209,17 +222,7 @@ Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &
   a.gC = g.C.data_ptr();
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor seg_state, seg_dtsum;
-  if (a.n_seg > 1) {
-    seg_state = at::empty({a.n_seg, a.batch * a.dim, a.dstate}, f32);
-    seg_dtsum = at::empty({a.n_seg, a.batch * a.dim}, f32);
-    a.seg_state = seg_state.data_ptr<float>();
-    a.seg_dtsum = seg_dtsum.data_ptr<float>();
-    C10_CUDA_CHECK(cuda::scan_bwd_local(a, stream));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    C10_CUDA_CHECK(cuda::scan_bwd_combine(a, stream));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  const Segments seg(a, f32, cuda::scan_bwd_local, cuda::scan_bwd_combine, stream);
   C10_CUDA_CHECK(cuda::scan_bwd_main(a, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   C10_CUDA_CHECK(cuda::scan_dbc_reduce(a, stream));
