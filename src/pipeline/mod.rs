@@ -20,6 +20,7 @@ pub mod modes;
 pub mod ring;
 mod session;
 mod source;
+pub mod voice;
 pub mod worker;
 
 pub use control::{Event, Stats};

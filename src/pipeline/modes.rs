@@ -1,6 +1,7 @@
 //! What the worker does with each sample at the model's rate: the [`Processor`]s of the live
 //! modes (`denoise`, `continue`, and `passthrough` for measuring the pipeline itself).
 
+use super::voice::VoiceDetector;
 use crate::audio::mulaw;
 use crate::model::{WaveMamba, START_TOKEN};
 use crate::sample::Sampler;
@@ -58,6 +59,9 @@ pub struct ContinueOptions {
     pub silence_ms: f64,
     /// A 10 ms window is voiced when its RMS level reaches this (dBFS).
     pub threshold_db: f64,
+    /// While the model's output plays (and 250 ms after), a window is voice only if it is also
+    /// this many dB above the output's learned echo (see [`super::voice`]).
+    pub echo_margin_db: f64,
     /// Longest continuation before listening again.
     pub max_continue_ms: f64,
     /// A fixed cycle of phases replacing the voice detector (for reproducible tests).
@@ -72,6 +76,7 @@ impl Default for ContinueOptions {
         ContinueOptions {
             silence_ms: 600.0,
             threshold_db: -40.0,
+            echo_margin_db: 6.0,
             max_continue_ms: 3000.0,
             schedule: None,
             temperature: 1.0,
@@ -114,30 +119,6 @@ pub fn parse_schedule(s: &str) -> Result<Vec<(Phase, f64)>> {
     Ok(out)
 }
 
-/// Voice activity from the RMS level of consecutive windows.
-#[derive(Debug, Clone)]
-struct Detector {
-    window: usize,
-    threshold_ms: f64,
-    acc: f64,
-    n: usize,
-    voiced: bool,
-}
-
-impl Detector {
-    /// Feeds one sample; the verdict changes at the end of each window.
-    fn push(&mut self, x: f32) -> bool {
-        self.acc += f64::from(x) * f64::from(x);
-        self.n += 1;
-        if self.n == self.window {
-            self.voiced = self.acc / self.window as f64 >= self.threshold_ms;
-            self.acc = 0.0;
-            self.n = 0;
-        }
-        self.voiced
-    }
-}
-
 /// Continue mode: while the input is voiced the model reads the heard samples (its state follows
 /// them); after `silence_ms` of silence it samples its own continuation, one mu-law token per
 /// sample, until voice returns or `max_continue_ms` passes (or as a fixed schedule says).
@@ -148,7 +129,9 @@ pub struct ContinueProcessor {
     prev: u8,
     phase: Phase,
     changed: Option<Phase>,
-    detector: Detector,
+    detector: VoiceDetector,
+    /// The sample returned last (what plays while the next one is heard).
+    played: f32,
     silence_samples: u64,
     max_continue_samples: u64,
     /// Samples of silence so far while listening / spoken so far while continuing.
@@ -172,6 +155,15 @@ impl ContinueProcessor {
                 reason: format!(
                     "continue mode needs a language model (task lm), this one is {:?}",
                     model.audio.task
+                ),
+            });
+        }
+        if !(o.threshold_db.is_finite() && o.echo_margin_db.is_finite()) {
+            return Err(Error::InvalidArgument {
+                name: "threshold_db/echo_margin_db",
+                reason: format!(
+                    "need finite levels in dB, got {} and {}",
+                    o.threshold_db, o.echo_margin_db
                 ),
             });
         }
@@ -199,13 +191,8 @@ impl ContinueProcessor {
             prev: START_TOKEN as u8,
             phase,
             changed: None,
-            detector: Detector {
-                window: samples(10.0) as usize,
-                threshold_ms: 10f64.powf(o.threshold_db / 10.0),
-                acc: 0.0,
-                n: 0,
-                voiced: false,
-            },
+            detector: VoiceDetector::new(samples(10.0) as usize, o.threshold_db, o.echo_margin_db),
+            played: 0.0,
             silence_samples: samples(o.silence_ms),
             max_continue_samples: samples(o.max_continue_ms),
             count: 0,
@@ -269,7 +256,7 @@ impl ContinueProcessor {
 
 impl Processor for ContinueProcessor {
     fn process(&mut self, x: f32) -> f32 {
-        let voiced = self.detector.push(x);
+        let voiced = self.detector.push(x, self.played);
         self.update_phase(voiced);
         // Tokens are u8 and the vocabulary is 256, so the step cannot fail on its input.
         let Ok(logits) = self.engine.step(&[self.prev]) else {
@@ -283,6 +270,7 @@ impl Processor for ContinueProcessor {
             }
         };
         self.prev = token;
+        self.played = out;
         out
     }
 
@@ -361,18 +349,61 @@ mod tests {
         assert!(ContinueProcessor::new(&den, &o).is_err());
     }
 
+    /// On speakers: the microphone also hears the model's output (40 ms later, −10 dB). The
+    /// model speaks after the silence and is not stopped by its own echo (only by
+    /// `max_continue_ms`), but a person talking over it stops it.
     #[test]
-    fn detector_windows() {
-        let mut d = Detector {
-            window: 4,
-            threshold_ms: 1e-4,
-            acc: 0.0,
-            n: 0,
-            voiced: false,
+    fn continue_mode_on_speakers_ignores_its_echo_but_not_a_barge_in() {
+        let model = WaveMamba::new(
+            crate::config::MambaConfig::preset("tiny").unwrap(),
+            crate::config::AudioConfig::default(),
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        let o = ContinueOptions {
+            silence_ms: 100.0,
+            max_continue_ms: 1000.0,
+            ..ContinueOptions::default()
         };
-        assert!(![0.1f32, 0.1, 0.1].iter().any(|&x| d.push(x)));
-        assert!(d.push(0.1)); // end of a loud window
-        assert!([0.0f32; 3].iter().all(|&x| d.push(x))); // verdict holds within a window
-        assert!(!d.push(0.0));
+        let mut p = ContinueProcessor::new(&model, &o).unwrap();
+        let ms = |m: usize| m * 16;
+        let person = |i: usize| {
+            let amp = if i < ms(200) {
+                0.3
+            } else if (ms(900)..ms(1100)).contains(&i) {
+                0.7
+            } else {
+                0.0
+            };
+            amp * ((i as f32) * 0.2).sin()
+        };
+        let (mut played, mut phases) = (Vec::new(), Vec::new());
+        for i in 0..ms(1300) {
+            let echo = if i >= ms(40) {
+                0.3 * played[i - ms(40)]
+            } else {
+                0.0
+            };
+            played.push(p.process(person(i) + echo));
+            phases.push(p.phase());
+        }
+        assert_eq!(phases[ms(290)], Phase::Listen);
+        assert!(
+            phases[ms(310)..ms(900)]
+                .iter()
+                .all(|&ph| ph == Phase::Continue),
+            "the model stopped at its own echo"
+        );
+        assert!(played[ms(310)..ms(900)].iter().any(|&y| y.abs() > 0.1));
+        assert_eq!(
+            phases[ms(930)],
+            Phase::Listen,
+            "the barge-in did not stop it"
+        );
+        let bad = ContinueOptions {
+            echo_margin_db: f64::NAN,
+            ..o
+        };
+        assert!(ContinueProcessor::new(&model, &bad).is_err());
     }
 }
