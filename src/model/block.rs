@@ -40,8 +40,16 @@ impl RmsNorm {
             && crate::ops::layers::fused_layers_for(x.device())
         {
             let bf16_out = crate::ops::cuda_autocast_state() == (true, Some(Kind::BFloat16));
-            if let Ok(y) = crate::ops::layers::rms_norm(x, &self.weight, Self::EPS, bf16_out) {
-                return y;
+            match crate::ops::layers::rms_norm(x, &self.weight, Self::EPS, bf16_out) {
+                Ok(y) => return y,
+                // Its preconditions hold here, so only a CUDA failure gets this far: say so
+                // (once) rather than hide it, and carry on with the ATen formula.
+                Err(e) => {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        eprintln!("warning: fused RMSNorm failed ({e}); using the ATen formula")
+                    });
+                }
             }
         }
         Self::forward_composite(x, &self.weight)
