@@ -101,6 +101,18 @@ fn language_models_are_refused_with_the_reason() {
     let err = DenoiseEngine::new(&lm).unwrap_err().to_string();
     assert!(err.contains("not 'denoise'"), "{err}");
     assert!(denoise_samples(&lm, &[0.1; 10]).is_err());
+    // and the other way round: bits per sample are not a denoiser's score
+    let dir = TempDir::new("denoiser-as-lm");
+    let wav = dir.join("a.wav");
+    let q: Vec<i32> = speechlike(0.2, 1)
+        .iter()
+        .map(|v| (v * 32767.0) as i32)
+        .collect();
+    write_wav_int(&wav, &q, 1, 16, 16_000);
+    let err = wavemamba::eval::eval_lm(&random_denoiser("tiny", 1), &wav, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eval --task denoise"), "{err}");
 }
 
 fn corpus(files: Vec<Vec<f32>>, seed: u64) -> TokenCorpus {

@@ -163,6 +163,9 @@ fn resume_reproduces_the_uninterrupted_run_exactly() {
     run.log(&serde_json::json!({"step": 23, "loss_bits": 0.0}))
         .unwrap();
     train(&run, Start::Resume, &mut Tones { seed: 3 }, &options(30)).unwrap();
+    // Resuming a finished run says so (it used to "train" 0 steps and report a NaN loss).
+    let err = train(&run, Start::Resume, &mut Tones { seed: 3 }, &options(30)).unwrap_err();
+    assert!(err.to_string().contains("already did 30 steps"), "{err}");
 
     let (a, b) = (losses(&straight), losses(&split));
     assert_eq!(a.len(), 30);

@@ -227,6 +227,16 @@ pub fn train_objective(
         }
         Start::Resume => {
             let found = run.resume(opts.device, make_optimizer)?;
+            if found.2.step >= opts.steps {
+                return Err(Error::InvalidArgument {
+                    name: "steps",
+                    reason: format!(
+                        "this run already did {} steps and --steps is {}: pass a larger --steps \
+                         to train further",
+                        found.2.step, opts.steps
+                    ),
+                });
+            }
             run.truncate_metrics_after(found.2.step)?;
             found
         }
