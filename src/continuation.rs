@@ -70,6 +70,7 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
         audio::check_output_dir(png)?;
     }
     let model = crate::model::checkpoint::load(&job.model, job.device)?;
+    model.check_task(crate::config::Task::Lm)?;
     let rate = model.audio.sample_rate;
     let (prompt_audio, prompt_rate) = match &job.prompt {
         Some(p) => {

@@ -84,13 +84,7 @@ pub fn sequence_bits(model: &WaveMamba, tokens: &[u8], chunk: usize) -> Result<(
 /// A model that is not a language model, no readable audio at all, a split asked of a single
 /// file, dataset/cache errors, kernel errors.
 pub fn eval_lm(model: &WaveMamba, path: &Path, split: Option<Split>) -> Result<EvalReport> {
-    if model.audio.task != crate::config::Task::Lm {
-        return Err(Error::Config {
-            reason: "this model is a denoiser: bits per sample score a language model's \
-                     predictions (evaluate a denoiser with `wavemamba eval --task denoise`)"
-                .into(),
-        });
-    }
+    model.check_task(crate::config::Task::Lm)?;
     let rate = model.audio.sample_rate;
     let (mut bits, mut samples) = (0.0, 0usize);
     let (mut per_file, mut skipped) = (Vec::new(), Vec::new());

@@ -109,10 +109,29 @@ fn language_models_are_refused_with_the_reason() {
         .map(|v| (v * 32767.0) as i32)
         .collect();
     write_wav_int(&wav, &q, 1, 16, 16_000);
-    let err = wavemamba::eval::eval_lm(&random_denoiser("tiny", 1), &wav, None)
+    let den = random_denoiser("tiny", 1);
+    let err = wavemamba::eval::eval_lm(&den, &wav, None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("eval --task denoise"), "{err}");
+    assert!(
+        err.contains("not 'lm'") && err.contains("eval --task denoise"),
+        "{err}"
+    );
+    let model_dir = dir.join("denoiser");
+    checkpoint::save(&den, &model_dir).unwrap();
+    let out = dir.join("continued.wav");
+    let o = wavemamba(&[
+        "generate",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--seconds",
+        "0.1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not 'lm'"), "{}", text(&o.stderr));
+    assert!(!out.exists());
 }
 
 fn corpus(files: Vec<Vec<f32>>, seed: u64) -> TokenCorpus {

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::denoise_samples;
 use super::mix::add_noise_at_snr;
 use super::rnnoise::rnnoise;
 use super::sisdr::si_sdr;
-use super::{check_task, denoise_samples};
 use crate::data::{Dataset, DatasetOptions};
 use crate::model::WaveMamba;
 use crate::rng::{splitmix64, SplitMix};
@@ -91,7 +91,7 @@ fn open(path: &Path, rate: u32) -> Result<(Dataset, Vec<Vec<f32>>)> {
 /// [`Error::Config`] for a model that is not a denoiser; [`Error::Dataset`] for no usable speech
 /// or noise; [`Error::InvalidArgument`] for no SNRs; kernel errors.
 pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<DenoiseEvalReport> {
-    check_task(model)?;
+    model.check_task(crate::config::Task::Denoise)?;
     if opts.snr_db.is_empty() || opts.snr_db.iter().any(|s| !s.is_finite()) {
         return Err(Error::InvalidArgument {
             name: "snr",

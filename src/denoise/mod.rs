@@ -83,23 +83,6 @@ pub fn expected_value_row(logits: &[f32]) -> f32 {
     num / den
 }
 
-/// Checks that `model` is a denoiser.
-///
-/// # Errors
-/// [`Error::Config`] naming the task the model was trained for.
-pub fn check_task(model: &WaveMamba) -> Result<()> {
-    if model.audio.task != Task::Denoise {
-        return Err(Error::Config {
-            reason: format!(
-                "this model was trained for task '{:?}', not 'denoise' (train one with `wavemamba train --task denoise`)",
-                model.audio.task
-            )
-            .to_lowercase(),
-        });
-    }
-    Ok(())
-}
-
 /// Denoises mono samples at the model's rate: on the CPU with the fused step engine (one core,
 /// faster there than the parallel scan), elsewhere with [`denoise_samples_scan`]. Both compute
 /// the same thing (equal to f32 rounding, `tests/denoise.rs`).
@@ -118,7 +101,7 @@ pub fn denoise_samples(model: &WaveMamba, x: &[f32]) -> Result<Vec<f32>> {
 /// # Errors
 /// As [`denoise_samples`].
 pub fn denoise_samples_with(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> Result<Vec<f32>> {
-    check_task(model)?;
+    model.check_task(Task::Denoise)?;
     if model.device() != tch::Device::Cpu {
         return denoise_samples_scan(model, x, bar);
     }
@@ -140,7 +123,7 @@ pub fn denoise_samples_with(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> 
 /// # Errors
 /// [`Error::Config`] if `model` is not a denoiser; kernel errors.
 pub fn denoise_samples_scan(model: &WaveMamba, x: &[f32], bar: &ProgressBar) -> Result<Vec<f32>> {
-    check_task(model)?;
+    model.check_task(Task::Denoise)?;
     let mut out = Vec::with_capacity(x.len());
     tch::no_grad(|| -> Result<()> {
         let mut state = model.zero_state(1);
@@ -218,7 +201,7 @@ pub fn denoise_file(
     spectrogram: Option<&Path>,
     progress: bool,
 ) -> Result<DenoiseReport> {
-    check_task(model)?;
+    model.check_task(Task::Denoise)?;
     audio::check_output_dir(output)?;
     if let Some(png) = spectrogram {
         audio::check_output_dir(png)?;

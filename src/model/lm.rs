@@ -6,7 +6,7 @@ use super::block::Backbone;
 use super::init;
 use super::state::State;
 use super::unet::{self, Unet};
-use crate::config::{Architecture, AudioConfig, MambaConfig};
+use crate::config::{Architecture, AudioConfig, MambaConfig, Task};
 use crate::{Error, Result};
 
 /// The network between the embedding lookup and the head, by architecture.
@@ -74,6 +74,32 @@ impl WaveMamba {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// [`Error::Config`] unless the model was trained for `want`, naming what it is and what
+    /// runs it instead.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn check_task(&self, want: Task) -> Result<()> {
+        if self.audio.task == want {
+            return Ok(());
+        }
+        let hint = match want {
+            Task::Denoise => "train one with `wavemamba train --task denoise`",
+            Task::Lm => {
+                "a denoiser runs with `wavemamba denoise`, `live --mode denoise` and `eval \
+                 --task denoise`"
+            }
+        };
+        let name = |t: Task| format!("{t:?}").to_lowercase();
+        Err(Error::Config {
+            reason: format!(
+                "this model was trained for task '{}', not '{}' ({hint})",
+                name(self.audio.task),
+                name(want)
+            ),
+        })
     }
 
     /// Number of parameters (the tied head counted once).

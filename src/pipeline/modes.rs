@@ -150,14 +150,7 @@ impl ContinueProcessor {
     /// [`Error::Config`] for a model the fused engine cannot run or that is not a language
     /// model; [`Error::InvalidArgument`] for bad options.
     pub fn new(model: &WaveMamba, o: &ContinueOptions) -> Result<ContinueProcessor> {
-        if model.audio.task != crate::config::Task::Lm {
-            return Err(Error::Config {
-                reason: format!(
-                    "continue mode needs a language model (task lm), this one is {:?}",
-                    model.audio.task
-                ),
-            });
-        }
+        model.check_task(crate::config::Task::Lm)?;
         if !(o.threshold_db.is_finite() && o.echo_margin_db.is_finite()) {
             return Err(Error::InvalidArgument {
                 name: "threshold_db/echo_margin_db",

@@ -2,7 +2,7 @@
 
 use super::StepEngine;
 use crate::audio::mulaw;
-use crate::denoise::{check_task, expected_value_row};
+use crate::denoise::expected_value_row;
 use crate::model::WaveMamba;
 use crate::Result;
 
@@ -23,7 +23,7 @@ impl DenoiseEngine {
     /// [`crate::Error::Config`] unless `model` is a denoiser, or for what [`StepEngine::new`]
     /// refuses.
     pub fn new(model: &WaveMamba) -> Result<DenoiseEngine> {
-        check_task(model)?;
+        model.check_task(crate::config::Task::Denoise)?;
         Ok(DenoiseEngine {
             engine: StepEngine::new(model, 1)?,
             sample_rate: model.audio.sample_rate,
