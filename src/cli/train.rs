@@ -95,13 +95,13 @@ pub struct Args {
     #[arg(long, default_value_t = 16_000)]
     sample_rate: u32,
     /// Validate (and plot) every N steps
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     valid_every: u64,
     /// Checkpoint every N steps
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     ckpt_every: u64,
     /// Log to metrics.jsonl every N steps
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     log_every: u64,
     /// CPU threads (default: all cores)
     #[arg(long)]
