@@ -287,16 +287,21 @@ mod tests {
         }
     }
 
+    /// A random `tiny` model for `task`.
+    fn tiny(task: crate::config::Task) -> WaveMamba {
+        let audio = crate::config::AudioConfig {
+            task,
+            ..Default::default()
+        };
+        let config = crate::config::MambaConfig::preset("tiny").unwrap();
+        WaveMamba::new(config, audio, tch::Device::Cpu).unwrap()
+    }
+
     /// Voice, then silence: the model speaks after `silence_ms`, stops when voice returns, and
     /// never speaks longer than `max_continue_ms`.
     #[test]
     fn continue_mode_follows_the_voice() {
-        let model = WaveMamba::new(
-            crate::config::MambaConfig::preset("tiny").unwrap(),
-            crate::config::AudioConfig::default(),
-            tch::Device::Cpu,
-        )
-        .unwrap();
+        let model = tiny(crate::config::Task::Lm);
         let o = ContinueOptions {
             silence_ms: 100.0,
             max_continue_ms: 300.0,
@@ -330,15 +335,7 @@ mod tests {
             "listening is silent"
         );
         // an LM is required
-        let den = WaveMamba::new(
-            crate::config::MambaConfig::preset("tiny").unwrap(),
-            crate::config::AudioConfig {
-                task: crate::config::Task::Denoise,
-                ..Default::default()
-            },
-            tch::Device::Cpu,
-        )
-        .unwrap();
+        let den = tiny(crate::config::Task::Denoise);
         assert!(ContinueProcessor::new(&den, &o).is_err());
     }
 
@@ -347,12 +344,7 @@ mod tests {
     /// `max_continue_ms`), but a person talking over it stops it.
     #[test]
     fn continue_mode_on_speakers_ignores_its_echo_but_not_a_barge_in() {
-        let model = WaveMamba::new(
-            crate::config::MambaConfig::preset("tiny").unwrap(),
-            crate::config::AudioConfig::default(),
-            tch::Device::Cpu,
-        )
-        .unwrap();
+        let model = tiny(crate::config::Task::Lm);
         let o = ContinueOptions {
             silence_ms: 100.0,
             max_continue_ms: 1000.0,
