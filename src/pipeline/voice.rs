@@ -11,11 +11,16 @@ pub const TAIL: usize = 25;
 
 /// Starting echo coupling (heard / played energy): 0 dB, until the windows teach a lower one.
 const START_COUPLING: f64 = 1.0;
-/// Weight of a non-voice window in the learned coupling when it raises it, and when it lowers
-/// it: the estimate follows the loudest echoes (erring on the side of a louder echo keeps the
-/// model from interrupting itself; the cost is a louder barge-in).
-const RISE: f64 = 0.5;
-const FALL: f64 = 0.05;
+/// The coupling is the largest heard / played ratio of the last LEARNED non-voice windows heard
+/// while output played (0.5 s of them): the loudest echo, forgotten after half a second of
+/// playing and kept through the output's pauses (nothing is learned while it is silent). An
+/// exponentially decaying estimate either stayed too high for seconds or sank in the pauses
+/// until 0 dB echo stopped the model (PulseAudio loopbacks, BENCHMARKS.md).
+const LEARNED: usize = 50;
+/// A window is learned only if within this factor (+1.8 dB) of the coupling: louder ones that are
+/// not voice yet may be a speaker starting to talk over the output (+3 dB per window and more),
+/// whom learning them would lock out.
+const RISE_SPAN: f64 = 1.5;
 
 /// The voice verdict, updated at the end of each window of `window` samples.
 #[derive(Debug, Clone)]
@@ -31,7 +36,9 @@ pub struct VoiceDetector {
     /// Played mean square of the last TAIL windows (a ring at `at`).
     recent: [f64; TAIL],
     at: usize,
-    coupling: f64,
+    /// Heard / played ratios of the last LEARNED learned windows (a ring at `next`).
+    ratios: [f64; LEARNED],
+    next: usize,
     voiced: bool,
 }
 
@@ -48,7 +55,8 @@ impl VoiceDetector {
             n: 0,
             recent: [0.0; TAIL],
             at: 0,
-            coupling: START_COUPLING,
+            ratios: [START_COUPLING; LEARNED],
+            next: 0,
             voiced: false,
         }
     }
@@ -78,20 +86,21 @@ impl VoiceDetector {
         if echo <= 0.0 {
             return loud;
         }
-        let voiced = loud && heard > self.margin * self.coupling * echo;
+        let coupling = self.coupling();
+        let voiced = loud && heard > self.margin * coupling * echo;
         // Only while output still plays: in the tail after it, the heard echo fades while the
         // reference does not, which would teach a coupling far too low for the next output.
-        if !voiced && played >= 0.25 * echo {
-            let ratio = heard / echo;
-            let rate = if ratio > self.coupling { RISE } else { FALL };
-            self.coupling = (self.coupling + rate * (ratio - self.coupling)).clamp(1e-6, 1e3);
+        let ratio = heard / echo;
+        if !voiced && played >= 0.25 * echo && ratio <= RISE_SPAN * coupling {
+            self.ratios[self.next] = ratio;
+            self.next = (self.next + 1) % LEARNED;
         }
         voiced
     }
 
     /// The learned echo coupling (heard / played energy).
     pub fn coupling(&self) -> f64 {
-        self.coupling
+        self.ratios.iter().copied().fold(0.0, f64::max)
     }
 }
 
@@ -158,6 +167,37 @@ mod tests {
             (0.01..0.3).contains(&d.coupling()),
             "learned coupling {} (the echo's energy is ~0.07 of the output's)",
             d.coupling()
+        );
+    }
+
+    /// A speaker who starts softly (+3 dB per 10 ms window from the echo's level) over steady
+    /// output is still heard once the coupling has been learned (2 s at −10 dB): the windows on
+    /// the way up are not learned as echo.
+    #[test]
+    fn a_gradual_barge_in_is_not_learned_as_echo() {
+        let mut d = VoiceDetector::new(WIN, -60.0, 6.0);
+        let tone = |i: usize, a: f32| a * (i as f32 * 0.11).sin();
+        let mut verdicts = Vec::new();
+        for w in 0..250 {
+            // the person: silent for 2 s, then from the echo's level up by 3 dB a window
+            let gain = if w < 200 {
+                0.0
+            } else {
+                0.3 * 2f32.sqrt().powi((w - 200).min(12) as i32)
+            };
+            let mut v = false;
+            for k in 0..WIN {
+                let i = w * WIN + k;
+                let heard = 0.3 * tone(i, 1.0) + gain * (i as f32 * 0.37).sin();
+                v = d.push(heard, tone(i, 0.1) * 10.0);
+            }
+            verdicts.push(v);
+        }
+        assert!(!verdicts[..200].iter().any(|&v| v), "echo taken for voice");
+        let first = verdicts.iter().position(|&v| v);
+        assert!(
+            first.is_some_and(|w| w <= 206),
+            "voice found at window {first:?} (onset at 200)"
         );
     }
 }
