@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use wavemamba::continuation::{bundled_model_dir, default_model_dir};
 use wavemamba::pipeline::{
-    self, parse_schedule, ContinueOptions, Event, LiveOptions, Mode, Report,
+    self, parse_schedule, ContinueOptions, Event, LiveOptions, Mode, Phase, Report,
 };
 
 /// Run on a microphone in real time, one sample at a time: denoise (play back the cleaned voice)
@@ -164,7 +164,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Report::Started(d) => eprintln!("live: {d}"),
         Report::Stats(s) if !quiet => eprintln!("live: {}", s.line()),
         Report::Stats(_) => {}
-        Report::Event(Event::Phase(p, t)) => eprintln!("live: {:.2} s: {}", t, p.name()),
+        // The echo coupling once the model has spoken (what its voice detector allowed for).
+        Report::Event(Event::Phase(p, t, echo_db)) => match echo_db {
+            Some(db) if *p == Phase::Listen => {
+                eprintln!("live: {t:.2} s: {} (echo coupling {db:.1} dB)", p.name())
+            }
+            _ => eprintln!("live: {t:.2} s: {}", p.name()),
+        },
         Report::Event(Event::Device {
             device,
             message,

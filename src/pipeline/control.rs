@@ -15,8 +15,9 @@ use crate::{Error, Result};
 /// Something the control thread should report.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// Continue mode changed phase, at this many seconds of input.
-    Phase(Phase, f64),
+    /// Continue mode changed phase, at this many seconds of input; the echo coupling learned so
+    /// far (dB, heard / played energy) once output has played.
+    Phase(Phase, f64, Option<f64>),
     /// A device reported an error (disconnect, xrun, …); the run ends unless it is an xrun.
     Device {
         device: String,

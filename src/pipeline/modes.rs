@@ -16,6 +16,10 @@ pub trait Processor: Send {
     fn take_phase_change(&mut self) -> Option<Phase> {
         None
     }
+    /// The echo coupling the voice detector has learned (dB), once output has played.
+    fn echo_coupling_db(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The identity: the pipeline without a model (resamplers, rings and devices only).
@@ -269,6 +273,10 @@ impl Processor for ContinueProcessor {
 
     fn take_phase_change(&mut self) -> Option<Phase> {
         self.changed.take()
+    }
+
+    fn echo_coupling_db(&self) -> Option<f64> {
+        self.detector.coupling_db()
     }
 }
 

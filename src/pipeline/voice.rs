@@ -102,6 +102,12 @@ impl VoiceDetector {
     pub fn coupling(&self) -> f64 {
         self.ratios.iter().copied().fold(0.0, f64::max)
     }
+
+    /// [`VoiceDetector::coupling`] in dB, once a window has been learned.
+    pub fn coupling_db(&self) -> Option<f64> {
+        let learned = self.ratios.iter().any(|&r| r != START_COUPLING);
+        learned.then(|| 10.0 * self.coupling().max(1e-12).log10())
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +149,7 @@ mod tests {
     #[test]
     fn echo_of_the_output_is_not_voice_but_talking_over_it_is() {
         let mut d = VoiceDetector::new(WIN, -40.0, 6.0);
+        assert_eq!(d.coupling_db(), None, "nothing learned yet");
         let n = 48_000; // 3 s
         let played: Vec<f32> = (0..n)
             .map(|i| if i < 32_000 { talk(i, 0.1, 7) } else { 0.0 })
@@ -168,6 +175,8 @@ mod tests {
             "learned coupling {} (the echo's energy is ~0.07 of the output's)",
             d.coupling()
         );
+        let db = d.coupling_db().unwrap();
+        assert!((db - 10.0 * d.coupling().log10()).abs() < 1e-9, "{db} dB");
     }
 
     /// A speaker who starts softly (+3 dB per 10 ms window from the echo's level) over steady

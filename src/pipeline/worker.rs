@@ -203,7 +203,8 @@ impl Worker {
                 .store(self.summary.input_frames, Relaxed);
             while let Some(p) = self.processor.take_phase_change() {
                 let at_s = self.summary.input_frames as f64 / f64::from(self.cfg.in_rate);
-                let _ = self.io.events.send(Event::Phase(p, at_s));
+                let echo_db = self.processor.echo_coupling_db();
+                let _ = self.io.events.send(Event::Phase(p, at_s, echo_db));
             }
             if self.cfg.stop_after_frames == Some(self.summary.input_frames) {
                 break;
