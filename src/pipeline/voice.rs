@@ -36,7 +36,7 @@ pub struct VoiceDetector {
     /// Played mean square of the last TAIL windows (a ring at `at`).
     recent: [f64; TAIL],
     at: usize,
-    /// Heard / played ratios of the last LEARNED learned windows (a ring at `next`).
+    /// Heard / played ratios of the last LEARNED windows learned from (a ring at `next`).
     ratios: [f64; LEARNED],
     next: usize,
     voiced: bool,
