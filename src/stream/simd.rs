@@ -73,10 +73,32 @@ pub(crate) struct F32x8(__m256);
 #[derive(Clone, Copy)]
 pub(crate) struct F32x16(__m512);
 
-/// The arithmetic every set spells the same way, from its intrinsics.
-macro_rules! arithmetic {
-    ($feat:literal, $ty:ident, $add:ident, $sub:ident, $mul:ident, $div:ident, $min:ident,
-     $max:ident, $fmadd:ident, $fnmadd:ident) => {
+/// What every set spells the same way, from its intrinsics: splat, zero, load, store and the
+/// arithmetic.
+macro_rules! common {
+    ($feat:literal, $ty:ident, $set1:ident, $setzero:ident, $loadu:ident, $storeu:ident,
+     $add:ident, $sub:ident, $mul:ident, $div:ident, $min:ident, $max:ident, $fmadd:ident,
+     $fnmadd:ident) => {
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn splat(v: f32) -> Self {
+            $ty($set1(v))
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn zero() -> Self {
+            $ty($setzero())
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn load(p: *const f32) -> Self {
+            $ty($loadu(p))
+        }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn store(self, p: *mut f32) {
+            $storeu(p, self.0)
+        }
         binary!($feat, $ty, add, $add);
         binary!($feat, $ty, sub, $sub);
         binary!($feat, $ty, mul, $mul);
@@ -120,26 +142,6 @@ impl Vector for F32x8 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn splat(v: f32) -> Self {
-        F32x8(_mm256_set1_ps(v))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn zero() -> Self {
-        F32x8(_mm256_setzero_ps())
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load(p: *const f32) -> Self {
-        F32x8(_mm256_loadu_ps(p))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(self, p: *mut f32) {
-        _mm256_storeu_ps(p, self.0)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
     unsafe fn load_tail(p: *const f32, _: ()) -> Self {
         Self::load(p)
     }
@@ -148,9 +150,13 @@ impl Vector for F32x8 {
     unsafe fn store_tail(self, p: *mut f32, _: ()) {
         self.store(p)
     }
-    arithmetic!(
+    common!(
         "avx2,fma",
         F32x8,
+        _mm256_set1_ps,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
         _mm256_add_ps,
         _mm256_sub_ps,
         _mm256_mul_ps,
@@ -254,26 +260,6 @@ impl Vector for F32x16 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn splat(v: f32) -> Self {
-        F32x16(_mm512_set1_ps(v))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn zero() -> Self {
-        F32x16(_mm512_setzero_ps())
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn load(p: *const f32) -> Self {
-        F32x16(_mm512_loadu_ps(p))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store(self, p: *mut f32) {
-        _mm512_storeu_ps(p, self.0)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
     unsafe fn load_tail(p: *const f32, t: __mmask16) -> Self {
         F32x16(_mm512_maskz_loadu_ps(t, p))
     }
@@ -282,9 +268,13 @@ impl Vector for F32x16 {
     unsafe fn store_tail(self, p: *mut f32, t: __mmask16) {
         _mm512_mask_storeu_ps(p, t, self.0)
     }
-    arithmetic!(
+    common!(
         "avx512f",
         F32x16,
+        _mm512_set1_ps,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
         _mm512_add_ps,
         _mm512_sub_ps,
         _mm512_mul_ps,
