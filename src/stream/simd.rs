@@ -73,12 +73,15 @@ pub(crate) struct F32x8(__m256);
 #[derive(Clone, Copy)]
 pub(crate) struct F32x16(__m512);
 
-/// What every set spells the same way, from its intrinsics: splat, zero, load, store and the
-/// arithmetic.
+/// What every set spells the same way, from its intrinsics: splat, zero, load, store, the
+/// comparisons and the arithmetic.
 macro_rules! common {
     ($feat:literal, $ty:ident, $set1:ident, $setzero:ident, $loadu:ident, $storeu:ident,
-     $add:ident, $sub:ident, $mul:ident, $div:ident, $min:ident, $max:ident, $fmadd:ident,
-     $fnmadd:ident) => {
+     $cmp:ident, $add:ident, $sub:ident, $mul:ident, $div:ident, $min:ident, $max:ident,
+     $fmadd:ident, $fnmadd:ident) => {
+        compare!($feat, lt, $cmp, _CMP_LT_OQ);
+        compare!($feat, eq, $cmp, _CMP_EQ_OQ);
+        compare!($feat, gt, $cmp, _CMP_GT_OQ);
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn splat(v: f32) -> Self {
@@ -107,6 +110,16 @@ macro_rules! common {
         binary!($feat, $ty, max, $max);
         ternary!($feat, $ty, fmadd, $fmadd);
         ternary!($feat, $ty, fnmadd, $fnmadd);
+    };
+}
+
+macro_rules! compare {
+    ($feat:literal, $name:ident, $cmp:ident, $pred:ident) => {
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(self, o: Self) -> Self::Mask {
+            $cmp::<$pred>(self.0, o.0)
+        }
     };
 }
 
@@ -157,6 +170,7 @@ impl Vector for F32x8 {
         _mm256_setzero_ps,
         _mm256_loadu_ps,
         _mm256_storeu_ps,
+        _mm256_cmp_ps,
         _mm256_add_ps,
         _mm256_sub_ps,
         _mm256_mul_ps,
@@ -196,21 +210,6 @@ impl Vector for F32x8 {
         let keep = _mm256_castsi256_ps(_mm256_set1_epi32(!0x7f80_0000));
         let m = _mm256_or_ps(_mm256_and_ps(self.0, keep), _mm256_set1_ps(0.5));
         (F32x8(m), F32x8(exponent))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn lt(self, o: Self) -> __m256 {
-        _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn eq(self, o: Self) -> __m256 {
-        _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn gt(self, o: Self) -> __m256 {
-        _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, o.0)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -275,6 +274,7 @@ impl Vector for F32x16 {
         _mm512_setzero_ps,
         _mm512_loadu_ps,
         _mm512_storeu_ps,
+        _mm512_cmp_ps_mask,
         _mm512_add_ps,
         _mm512_sub_ps,
         _mm512_mul_ps,
@@ -311,21 +311,6 @@ impl Vector for F32x16 {
             _mm512_castps_si512(_mm512_set1_ps(0.5)),
         ));
         (F32x16(m), F32x16(exponent))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn lt(self, o: Self) -> __mmask16 {
-        _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, o.0)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn eq(self, o: Self) -> __mmask16 {
-        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(self.0, o.0)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn gt(self, o: Self) -> __mmask16 {
-        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, o.0)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
