@@ -97,7 +97,8 @@ pub struct Args {
     threshold_db: f64,
     /// Continue mode, on speakers: while the model's output plays, a window is voice only if it
     /// is also this many dB above the output's echo (learned as it plays), so the model does not
-    /// take its own echo for a speaker; talking over it still stops it
+    /// take its own echo for a speaker; talking over it still stops it. Off with --input or
+    /// --no-playback (nothing can echo)
     #[arg(long, default_value_t = 6.0, allow_hyphen_values = true)]
     echo_margin_db: f64,
     /// Continue mode: the longest continuation (ms)
@@ -146,7 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     o.continue_options = ContinueOptions {
         silence_ms: a.silence_ms,
         threshold_db: a.threshold_db,
-        echo_margin_db: a.echo_margin_db,
+        echo_margin_db: Some(a.echo_margin_db),
         max_continue_ms: a.max_continue_ms,
         schedule: a.schedule.as_deref().map(parse_schedule).transpose()?,
         temperature: a.sampling.temperature,

@@ -64,8 +64,9 @@ pub struct ContinueOptions {
     /// A 10 ms window is voiced when its RMS level reaches this (dBFS).
     pub threshold_db: f64,
     /// While the model's output plays (and 250 ms after), a window is voice only if it is also
-    /// this many dB above the output's learned echo (see [`super::voice`]).
-    pub echo_margin_db: f64,
+    /// this many dB above the output's learned echo (see [`super::voice`]); `None`: no echo guard
+    /// (the input cannot hear the output: a file, or nothing played).
+    pub echo_margin_db: Option<f64>,
     /// Longest continuation before listening again.
     pub max_continue_ms: f64,
     /// A fixed cycle of phases replacing the voice detector (for reproducible tests).
@@ -80,7 +81,7 @@ impl Default for ContinueOptions {
         ContinueOptions {
             silence_ms: 600.0,
             threshold_db: -40.0,
-            echo_margin_db: 6.0,
+            echo_margin_db: Some(6.0),
             max_continue_ms: 3000.0,
             schedule: None,
             temperature: 1.0,
@@ -155,11 +156,11 @@ impl ContinueProcessor {
     /// model; [`Error::InvalidArgument`] for bad options.
     pub fn new(model: &WaveMamba, o: &ContinueOptions) -> Result<ContinueProcessor> {
         model.check_task(crate::config::Task::Lm)?;
-        if !(o.threshold_db.is_finite() && o.echo_margin_db.is_finite()) {
+        if !(o.threshold_db.is_finite() && o.echo_margin_db.is_none_or(f64::is_finite)) {
             return Err(Error::InvalidArgument {
                 name: "threshold_db/echo_margin_db",
                 reason: format!(
-                    "need finite levels in dB, got {} and {}",
+                    "need finite levels in dB, got {} and {:?}",
                     o.threshold_db, o.echo_margin_db
                 ),
             });
@@ -393,8 +394,26 @@ mod tests {
             Phase::Listen,
             "the barge-in did not stop it"
         );
+        // Without the guard (as for a file input) the echo stops the model at once.
+        let unguarded = ContinueOptions {
+            echo_margin_db: None,
+            ..o.clone()
+        };
+        let mut p = ContinueProcessor::new(&model, &unguarded).unwrap();
+        let mut played: Vec<f32> = Vec::new();
+        let mut stopped = false;
+        for i in 0..ms(900) {
+            let echo = if i >= ms(40) {
+                0.3 * played[i - ms(40)]
+            } else {
+                0.0
+            };
+            played.push(p.process(person(i) + echo));
+            stopped |= i > ms(400) && p.phase() == Phase::Listen;
+        }
+        assert!(stopped, "the unguarded model was not stopped by its echo");
         let bad = ContinueOptions {
-            echo_margin_db: f64::NAN,
+            echo_margin_db: Some(f64::NAN),
             ..o
         };
         assert!(ContinueProcessor::new(&model, &bad).is_err());

@@ -10,7 +10,7 @@ use cpal::traits::StreamTrait;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::control::{Event, Recorder, Stats, StatsWindow};
-use super::modes::{ContinueProcessor, Passthrough, Processor};
+use super::modes::{ContinueOptions, ContinueProcessor, Passthrough, Processor};
 use super::ring::{ring, Counters, InputCallback, OutputCallback};
 use super::source::feed_file;
 use super::worker::{set_thread_realtime, Worker, WorkerConfig, WorkerIo, WorkerSummary};
@@ -382,7 +382,13 @@ fn make_processor(o: &LiveOptions) -> Result<(Box<dyn Processor>, u32)> {
         Mode::Passthrough => Ok((Box::new(Passthrough), 16_000)),
         Mode::Continue => {
             let model = crate::model::checkpoint::load(&o.model, tch::Device::Cpu)?;
-            let p = ContinueProcessor::new(&model, &o.continue_options)?;
+            // The microphone can hear the output only if there is both.
+            let hears_output = o.input_file.is_none() && !o.no_playback;
+            let options = ContinueOptions {
+                echo_margin_db: o.continue_options.echo_margin_db.filter(|_| hears_output),
+                ..o.continue_options.clone()
+            };
+            let p = ContinueProcessor::new(&model, &options)?;
             Ok((Box::new(p), model.audio.sample_rate))
         }
         Mode::Denoise => {

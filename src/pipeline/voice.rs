@@ -28,8 +28,9 @@ pub struct VoiceDetector {
     window: usize,
     /// Mean square a window needs to be voice.
     threshold: f64,
-    /// Energy ratio over the expected echo that a window needs while output plays.
-    margin: f64,
+    /// Energy ratio over the expected echo that a window needs while output plays; `None`: no
+    /// echo guard (the threshold alone decides).
+    margin: Option<f64>,
     heard: f64,
     played: f64,
     n: usize,
@@ -44,12 +45,12 @@ pub struct VoiceDetector {
 
 impl VoiceDetector {
     /// Windows of `window` samples; voice from `threshold_db` dBFS (mean square); while output
-    /// plays, `margin_db` dB above the expected echo too.
-    pub fn new(window: usize, threshold_db: f64, margin_db: f64) -> VoiceDetector {
+    /// plays, `margin_db` dB above the expected echo too (`None`: no echo guard).
+    pub fn new(window: usize, threshold_db: f64, margin_db: Option<f64>) -> VoiceDetector {
         VoiceDetector {
             window: window.max(1),
             threshold: 10f64.powf(threshold_db / 10.0),
-            margin: 10f64.powf(margin_db / 10.0),
+            margin: margin_db.map(|db| 10f64.powf(db / 10.0)),
             heard: 0.0,
             played: 0.0,
             n: 0,
@@ -83,11 +84,11 @@ impl VoiceDetector {
     fn judge(&mut self, heard: f64, played: f64) -> bool {
         let loud = heard >= self.threshold;
         let echo = self.recent.iter().copied().fold(0.0, f64::max);
-        if echo <= 0.0 {
+        let Some(margin) = self.margin.filter(|_| echo > 0.0) else {
             return loud;
-        }
+        };
         let coupling = self.coupling();
-        let voiced = loud && heard > self.margin * coupling * echo;
+        let voiced = loud && heard > margin * coupling * echo;
         // Only while output still plays: in the tail after it, the heard echo fades while the
         // reference does not, which would teach a coupling far too low for the next output.
         let ratio = heard / echo;
@@ -134,7 +135,7 @@ mod tests {
 
     #[test]
     fn without_output_the_threshold_decides_per_window() {
-        let mut d = VoiceDetector::new(4, -40.0, 6.0);
+        let mut d = VoiceDetector::new(4, -40.0, Some(6.0));
         assert!(![0.1f32, 0.1, 0.1].iter().any(|&x| d.push(x, 0.0)));
         assert!(d.push(0.1, 0.0)); // end of a loud window (−20 dBFS)
         assert!([0.0f32; 3].iter().all(|&x| d.push(x, 0.0))); // the verdict holds in a window
@@ -148,7 +149,7 @@ mod tests {
     /// after the output stopped, once the tail has passed.
     #[test]
     fn echo_of_the_output_is_not_voice_but_talking_over_it_is() {
-        let mut d = VoiceDetector::new(WIN, -40.0, 6.0);
+        let mut d = VoiceDetector::new(WIN, -40.0, Some(6.0));
         assert_eq!(d.coupling_db(), None, "nothing learned yet");
         let n = 48_000; // 3 s
         let played: Vec<f32> = (0..n)
@@ -184,7 +185,7 @@ mod tests {
     /// the way up are not learned as echo.
     #[test]
     fn a_gradual_barge_in_is_not_learned_as_echo() {
-        let mut d = VoiceDetector::new(WIN, -60.0, 6.0);
+        let mut d = VoiceDetector::new(WIN, -60.0, Some(6.0));
         let tone = |i: usize, a: f32| a * (i as f32 * 0.11).sin();
         let mut verdicts = Vec::new();
         for w in 0..250 {
