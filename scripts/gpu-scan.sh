@@ -5,7 +5,7 @@
 # "default" = none). JSON lines go to $OUT/bench.jsonl, logs to $OUT/, a table to stdout.
 #   scripts/gpu-scan.sh                      # tests + benchmarks, default settings
 #   SKIP_TESTS=1 VARIANTS="default,WM_SCAN_WIDE=1" scripts/gpu-scan.sh
-#   TEST_VARIANTS="default,WM_SCAN_FWD_SYNC=1 WM_SCAN_BWD_FULL_HISTORY=1" PROFILE="16,128,16384,bf16" …
+#   TEST_VARIANTS="default,WM_SCAN_FWD_SYNC=1" PROFILE="16,128,16384,bf16" BIN=other/wavemamba …
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/wavemamba-gpu-scan}
@@ -15,7 +15,7 @@ py=${PYTHON:-$(command -v python3 || true)}
 site=$("$py" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null ||
   echo /opt/torch/.venv/lib/python3.12/site-packages)
 export LD_LIBRARY_PATH="${TORCH_LIB:-$site/torch/lib}:${CUDA_LIB:-$site/nvidia/cu13/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-bin=gpu-bundle/wavemamba
+bin=${BIN:-gpu-bundle/wavemamba}
 status=0
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \

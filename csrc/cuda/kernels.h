@@ -23,7 +23,8 @@ cudaError_t mulaw_decode_f32(const int64_t *q, float *x, int64_t n, float mu, cu
 //   seg_state                          (n_seg, B·D, N)      float32 workspace (segmented mode)
 //   seg_dtsum                          (n_seg, B·D)         float32 workspace
 //   gA_part (n_seg, B, D, N), gD_part / gbias_part (n_seg, B, D)  float32 partial sums
-//   dbc_part                           (2, n_rowblocks, B, G, N, L) float32 partial sums of dB, dC
+//   dbc_part                           (2, n_rowblocks, B, G, L, NP) float32 partial sums of
+//                                      dB, dC (NP = lanes · states ≥ N; padded states are 0)
 // A chunk is kScanChunk time steps; a segment is `chunks_per_seg` chunks scanned by one block.
 
 constexpr int64_t kScanChunk = 64;
@@ -73,6 +74,7 @@ struct ScanArgs {
   void *gu = nullptr, *gdelta = nullptr, *gz = nullptr;
   float *gA_part = nullptr, *gD_part = nullptr, *gbias_part = nullptr, *gh0 = nullptr;
   float *dbc_part = nullptr;
+  int64_t dbc_stride = 0;  // elements between the dB and dC halves of dbc_part
   void *gB = nullptr, *gC = nullptr;
 };
 

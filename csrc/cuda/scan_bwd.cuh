@@ -8,16 +8,27 @@
 //   gdelta = gdt·σ(delta + bias) with softplus;  gz = gout·x·σ(z)·(1 + z·(1 − σ(z))), x = y + D·u
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/scan_common.cuh"
 
 namespace wm::cuda::scan_detail {
 
-/// The per-row tiles of the backward: raw loads of one chunk, and what the kernels derive from
-/// them. Used by both backward kernels.
+/// The per-row tiles of the backward: raw loads of one chunk (this thread's quads, see Place), and
+/// what the kernels derive from them. Used by both backward kernels.
 template <typename T, int LPR, int S>
 struct BwdRows {
   using C = Cfg<LPR, S>;
   float4 pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS], pg[C::ROW_UNITS];
+  /// Whether unit k covers a row of the tile (rows past rows_valid are zero).
+  __device__ static bool in_tile(const Place<LPR, S> &pl, int k) {
+    return pl.ur + k * kUnitRows < C::RB;
+  }
+  /// delta_bias of unit k's row (0 without).
+  __device__ static float bias(const ScanArgs &a, const Place<LPR, S> &pl, int k) {
+    const int rr = pl.ur + k * kUnitRows;
+    return (rr < pl.rows_valid && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+  }
 
   __device__ void load(const ScanArgs &a, const Place<LPR, S> &pl, int64_t c, bool need_u) {
     const T *u = static_cast<const T *>(a.u);
@@ -25,21 +36,19 @@ struct BwdRows {
     const T *zp = static_cast<const T *>(a.z);
     const T *gout = static_cast<const T *>(a.gout);
     const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    const int64_t t = c * kTC, len = pl.L - pl.q4;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
       pu[k] = pd[k] = pz[k] = pg[k] = zero4;
-      if (unit < C::ROW_QUADS && rr < pl.rows_valid) {
-        const int64_t d = pl.d0 + rr;
-        const int64_t base = (pl.b * pl.D + d) * pl.L;
-        const int64_t t = c * kTC + 4 * q;
-        if (need_u) pu[k] = load_quad(u + base, t, pl.L, 1, a.vec);
-        pd[k] = load_quad(delta + base, t, pl.L, 1, a.vec);
-        if (zp) pz[k] = load_quad(zp + base, t, pl.L, 1, a.vec);
+      if (pl.ur + k * kUnitRows < pl.rows_valid) {
+        const int64_t o = pl.row_off + k * pl.unit_stride;
+        if (need_u) pu[k] = load_quad(u + o, t, len, 1, a.vec);
+        pd[k] = load_quad(delta + o, t, len, 1, a.vec);
+        if (zp) pz[k] = load_quad(zp + o, t, len, 1, a.vec);
         if (gout) {
-          const T *grow = gout + pl.b * a.gout_stride[0] + d * a.gout_stride[1];
-          pg[k] = load_quad(grow, t, pl.L, a.gout_stride[2], a.gout_vec);
+          const T *g = gout + pl.b * a.gout_stride[0] + (pl.d0 + pl.ur + k * kUnitRows) *
+                                  a.gout_stride[1] + pl.q4 * a.gout_stride[2];
+          pg[k] = load_quad(g, t, len, a.gout_stride[2], a.gout_vec);
         }
       }
     }
@@ -54,27 +63,24 @@ struct BwdBC {
 
   __device__ void load(const ScanArgs &a, const Place<LPR, S> &pl, int64_t c, bool need_b) {
     const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    const int64_t t = c * kTC, len = pl.L - pl.q4;
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      const int n = unit / (kTC / 4), q = unit % (kTC / 4);
       pB[k] = pC[k] = zero4;
-      if (unit < C::BC_QUADS && n < pl.N) {
-        const int64_t base = (pl.bg * pl.N + n) * pl.L;
-        const int64_t t = c * kTC + 4 * q;
-        if (need_b) pB[k] = load_quad(static_cast<const T *>(a.Bm) + base, t, pl.L, 1, a.vec);
-        pC[k] = load_quad(static_cast<const T *>(a.Cm) + base, t, pl.L, 1, a.vec);
+      if (pl.ur + k * kUnitRows < pl.N) {
+        const int64_t o = pl.bc_off + k * pl.unit_stride;
+        if (need_b) pB[k] = load_quad(static_cast<const T *>(a.Bm) + o, t, len, 1, a.vec);
+        pC[k] = load_quad(static_cast<const T *>(a.Cm) + o, t, len, 1, a.vec);
       }
     }
   }
   __device__ void store(const Place<LPR, S> &pl, float *s_B, float *s_C) const {
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit < C::BC_QUADS) {
-        const int n = unit / (kTC / 4), q = unit % (kTC / 4);
-        if (s_B) st4(s_B + n * kTP + 4 * q, pB[k]);
-        st4(s_C + n * kTP + 4 * q, pC[k]);
+      const int n = pl.ur + k * kUnitRows;
+      if (n < C::NP) {
+        if (s_B) st4(s_B + n * kTP + pl.q4, pB[k]);
+        st4(s_C + n * kTP + pl.q4, pC[k]);
       }
     }
   }
@@ -123,19 +129,19 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit < C::ROW_QUADS) {
-        const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+      if (rows.in_tile(pl, k)) {
+        const int rr = pl.ur + k * kUnitRows;
         const bool row_ok = rr < pl.rows_valid;
-        const float bias = (row_ok && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+        const int64_t left = pl.L - c * kTC - pl.q4;
+        const float bias = rows.bias(a, pl, k);
         float dt[4], gy[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float sd, gzf;
           derive(comp(rows.pd[k], e) + bias, comp(rows.pz[k], e), comp(rows.pg[k], e),
-                 a.softplus, has_z, row_ok && c * kTC + 4 * q + e < pl.L, dt[e], sd, gy[e], gzf);
+                 a.softplus, has_z, row_ok && e < left, dt[e], sd, gy[e], gzf);
         }
-        const int o = rr * kTP + 4 * q;
+        const int o = rr * kTP + pl.q4;
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
         st4(s_gy + o, make_float4(gy[0], gy[1], gy[2], gy[3]));
       }
@@ -203,8 +209,6 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   float *s_h = s_C + C::NP * kTP;
   float *s_dB = s_h + HROWS * HS;  // [TS][RB][NP]
   float *s_dC = s_dB + TS * C::RB * C::NP;
-  // The flush stage reuses nothing: [2][NP][TS + 1] after s_dC.
-  float *s_stage = s_dC + TS * C::RB * C::NP;
 
   const Place<LPR, S> pl(a);
   const int64_t BD = a.batch * pl.D;
@@ -245,20 +249,19 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit < C::ROW_QUADS) {
-        const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+      if (rows.in_tile(pl, k)) {
+        const int rr = pl.ur + k * kUnitRows;
         const bool row_ok = rr < pl.rows_valid;
-        const float bias = (row_ok && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+        const int64_t left = pl.L - c * kTC - pl.q4;
+        const float bias = rows.bias(a, pl, k);
         float dt[4], sd[4], gy[4], du[4], gzf[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           derive(comp(rows.pd[k], e) + bias, comp(rows.pz[k], e), comp(rows.pg[k], e),
-                 a.softplus, has_z, row_ok && c * kTC + 4 * q + e < pl.L, dt[e], sd[e], gy[e],
-                 gzf[e]);
+                 a.softplus, has_z, row_ok && e < left, dt[e], sd[e], gy[e], gzf[e]);
           du[e] = dt[e] * comp(rows.pu[k], e);
         }
-        const int o = rr * kTP + 4 * q;
+        const int o = rr * kTP + pl.q4;
         st4(s_u + o, rows.pu[k]);
         st4(s_sd + o, make_float4(sd[0], sd[1], sd[2], sd[3]));
         st4(s_gzf + o, make_float4(gzf[0], gzf[1], gzf[2], gzf[3]));
@@ -393,38 +396,35 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
         }
       }
       if ((grp * LPR) % TS == 0) {
-        // Flush steps [t_lo, t_lo + TS): sum over the block's rows (fixed order) into the stage,
-        // then write the block's partial dB, dC rows (coalesced along t).
+        // Flush steps [t_lo, t_lo + TS): sum over the block's rows (fixed order), written straight
+        // into this row block's partials (t, n) rows, 4 states per store. The second barrier
+        // keeps the next steps' dB/dC from overwriting the buffers before everyone has read them.
         const int t_lo = grp * LPR;
         __syncthreads();
-        constexpr int NQ = C::NP / 4;
-        for (int o = pl.tid; o < 2 * NQ * TS; o += kThreads) {
-          const int n4 = o % NQ, tt = (o / NQ) % TS, which = o / (NQ * TS);
-          const float *buf = (which ? s_dC : s_dB) + tt * C::RB * C::NP + 4 * n4;
-          float4 sum = ld4(buf);
+        const int64_t tc = c * kTC + t_lo;
+        float *dbc = a.dbc_part + (pl.rb * BG + pl.bg) * pl.L * C::NP;
+        // W consecutive states per thread: 4, or 2 where that keeps every thread busy.
+        constexpr int W = 2 * (C::NP / 4) * TS >= kThreads ? 4 : 2, NW = C::NP / W;
+        using Vec = std::conditional_t<W == 4, float4, float2>;
+        for (int o = pl.tid; o < 2 * NW * TS; o += kThreads) {
+          const int nw = o % NW, tt = (o / NW) % TS, which = o / (NW * TS);
+          if (tc + tt >= pl.L) continue;
+          const float *buf = (which ? s_dC : s_dB) + tt * C::RB * C::NP + W * nw;
+          Vec sum = *reinterpret_cast<const Vec *>(buf);
 #pragma unroll
           for (int rr = 1; rr < C::RB; ++rr) {
-            const float4 v = ld4(buf + rr * C::NP);
+            const Vec v = *reinterpret_cast<const Vec *>(buf + rr * C::NP);
             sum.x += v.x;
             sum.y += v.y;
-            sum.z += v.z;
-            sum.w += v.w;
+            if constexpr (W == 4) {
+              sum.z += v.z;
+              sum.w += v.w;
+            }
           }
-          float *st = s_stage + (which * C::NP + 4 * n4) * (TS + 1) + tt;
-          st[0] = sum.x;
-          st[TS + 1] = sum.y;
-          st[2 * (TS + 1)] = sum.z;
-          st[3 * (TS + 1)] = sum.w;
+          *reinterpret_cast<Vec *>(dbc + (which ? a.dbc_stride : 0) + (tc + tt) * C::NP + W * nw) =
+              sum;
         }
         __syncthreads();
-        for (int o = pl.tid; o < 2 * C::NP * TS; o += kThreads) {
-          const int tt = o % TS, n = (o / TS) % C::NP, which = o / (C::NP * TS);
-          const int64_t tg = c * kTC + t_lo + tt;
-          if (n < pl.N && tg < pl.L) {
-            a.dbc_part[(((which * pl.nrb + pl.rb) * BG + pl.bg) * pl.N + n) * pl.L + tg] =
-                s_stage[(which * C::NP + n) * (TS + 1) + tt];
-          }
-        }
       }
     }
   }

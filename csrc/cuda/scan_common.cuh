@@ -41,6 +41,8 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kTC = static_cast<int>(kScanChunk);  // time steps per chunk
 constexpr int kTP = kTC + 4;                        // padded row stride of shared tiles (floats)
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kQuads = kTC / 4;               // quads (4 steps) per tile row of a chunk
+constexpr int kUnitRows = kThreads / kQuads;  // tile rows staged per pass of the block's threads
 
 template <int LPR, int S>
 struct Cfg {
@@ -60,10 +62,9 @@ struct Cfg {
   static constexpr int FWD_FLOATS = (4 * RB + 2 * NP) * kTP;
   static constexpr int BWD_LOCAL_FLOATS = (2 * RB + NP) * kTP;
   /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
-  /// history: row and B/C tiles, state history, dB/dC buffers, flush stage.
+  /// history: row and B/C tiles, state history, dB/dC buffers.
   static constexpr int bwd_floats(int ts, bool sub) {
-    return (6 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S +
-           2 * ts * RB * NP + 2 * NP * (ts + 1);
+    return (6 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * RB * NP;
   }
 };
 
@@ -207,6 +208,12 @@ struct Place {
   bool valid;            // r < rows_valid
   int64_t d, row;
   int64_t c_begin, c_end;
+  // Staging a chunk's tiles: this thread moves quad q4 / 4 (steps q4..q4 + 3 of the chunk) of tile
+  // rows ur + k·kUnitRows (rows of the block, or states of B/C), k = 0, 1, …
+  int q4, ur;
+  int64_t row_off;      // element offset of (row d0 + ur, t = q4) in (B, D, L)
+  int64_t bc_off;       // element offset of (bg, state ur, t = q4) in (B, G, N, L)
+  int64_t unit_stride;  // kUnitRows · L: from one of this thread's tile rows to the next
 
   __device__ explicit Place(const ScanArgs &a) {
     D = a.dim;
@@ -231,6 +238,11 @@ struct Place {
     row = b * D + d;
     c_begin = seg * a.chunks_per_seg;
     c_end = c_begin + a.chunks_per_seg < a.n_chunks ? c_begin + a.chunks_per_seg : a.n_chunks;
+    q4 = 4 * (tid % kQuads);
+    ur = tid / kQuads;
+    row_off = (b * D + d0 + ur) * L + q4;
+    bc_off = (bg * N + ur) * L + q4;
+    unit_stride = kUnitRows * L;
   }
   /// State index of this lane's s-th state.
   __device__ int n_of(int s) const { return ln * S + s; }

@@ -58,30 +58,34 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   float4 pB[C::BC_UNITS], pC[C::BC_UNITS];
   const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
 
+  // Staging: this thread's quads start at these rows / states (see Place).
+  const int64_t len = pl.L - pl.q4;  // steps of the sequence from this thread's quad of chunk 0
+  float bias[C::ROW_UNITS];
+#pragma unroll
+  for (int k = 0; k < C::ROW_UNITS; ++k) {
+    const int rr = pl.ur + k * kUnitRows;
+    bias[k] = (rr < pl.rows_valid && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
+  }
+
   auto load = [&](int64_t c) {
+    const int64_t t = c * kTC;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
       pu[k] = pd[k] = pz[k] = zero4;
-      if (unit < C::ROW_QUADS && rr < pl.rows_valid) {
-        const int64_t base = (pl.b * pl.D + pl.d0 + rr) * pl.L;
-        const int64_t t = c * kTC + 4 * q;
-        pu[k] = load_quad(u + base, t, pl.L, 1, vec);
-        pd[k] = load_quad(delta + base, t, pl.L, 1, vec);
-        if (zp) pz[k] = load_quad(zp + base, t, pl.L, 1, vec);
+      if (pl.ur + k * kUnitRows < pl.rows_valid) {
+        const int64_t o = pl.row_off + k * pl.unit_stride;
+        pu[k] = load_quad(u + o, t, len, 1, vec);
+        pd[k] = load_quad(delta + o, t, len, 1, vec);
+        if (zp) pz[k] = load_quad(zp + o, t, len, 1, vec);
       }
     }
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      const int n = unit / (kTC / 4), q = unit % (kTC / 4);
       pB[k] = pC[k] = zero4;
-      if (unit < C::BC_QUADS && n < pl.N) {
-        const int64_t base = (pl.bg * pl.N + n) * pl.L;
-        const int64_t t = c * kTC + 4 * q;
-        pB[k] = load_quad(Bm + base, t, pl.L, 1, vec);
-        if (!kLocal) pC[k] = load_quad(Cm + base, t, pl.L, 1, vec);
+      if (pl.ur + k * kUnitRows < pl.N) {
+        const int64_t o = pl.bc_off + k * pl.unit_stride;
+        pB[k] = load_quad(Bm + o, t, len, 1, vec);
+        if (!kLocal) pC[k] = load_quad(Cm + o, t, len, 1, vec);
       }
     }
   };
@@ -90,17 +94,16 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   auto issue = [&](int64_t c, int stage) {
     T *r_u = raw + stage * kStageElems, *r_d = r_u + kRowTile, *r_z = r_d + kRowTile;
     T *r_B = r_z + kRowTile, *r_C = r_B + kBCTile;
+    const int64_t t = c * kTC;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit >= C::ROW_QUADS) continue;
-      const int rr = unit / (kTC / 4), q = unit % (kTC / 4), o = rr * kTC + 4 * q;
+      const int rr = pl.ur + k * kUnitRows, o = rr * kTC + pl.q4;
+      if (rr >= C::RB) continue;
       if (rr < pl.rows_valid) {
-        const int64_t base = (pl.b * pl.D + pl.d0 + rr) * pl.L;
-        const int64_t t = c * kTC + 4 * q;
-        stage_quad(r_u + o, u + base, t, pl.L, vec);
-        stage_quad(r_d + o, delta + base, t, pl.L, vec);
-        if (zp) stage_quad(r_z + o, zp + base, t, pl.L, vec);
+        const int64_t src = pl.row_off + k * pl.unit_stride;
+        stage_quad(r_u + o, u + src, t, len, vec);
+        stage_quad(r_d + o, delta + src, t, len, vec);
+        if (zp) stage_quad(r_z + o, zp + src, t, len, vec);
       } else {
         IO<T>::store4(r_u + o, zero4);
         IO<T>::store4(r_d + o, zero4);
@@ -108,14 +111,12 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
     }
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit >= C::BC_QUADS) continue;
-      const int n = unit / (kTC / 4), q = unit % (kTC / 4), o = n * kTC + 4 * q;
+      const int n = pl.ur + k * kUnitRows, o = n * kTC + pl.q4;
+      if (n >= C::NP) continue;
       if (n < pl.N) {
-        const int64_t base = (pl.bg * pl.N + n) * pl.L;
-        const int64_t t = c * kTC + 4 * q;
-        stage_quad(r_B + o, Bm + base, t, pl.L, vec);
-        if (!kLocal) stage_quad(r_C + o, Cm + base, t, pl.L, vec);
+        const int64_t src = pl.bc_off + k * pl.unit_stride;
+        stage_quad(r_B + o, Bm + src, t, len, vec);
+        if (!kLocal) stage_quad(r_C + o, Cm + src, t, len, vec);
       } else {
         IO<T>::store4(r_B + o, zero4);
         if (!kLocal) IO<T>::store4(r_C + o, zero4);
@@ -128,10 +129,9 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
     const T *r_B = r_z + kRowTile, *r_C = r_B + kBCTile;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
+      const int rr = pl.ur + k * kUnitRows, o = rr * kTC + pl.q4;
       pu[k] = pd[k] = pz[k] = zero4;
-      if (unit < C::ROW_QUADS) {
-        const int rr = unit / (kTC / 4), q = unit % (kTC / 4), o = rr * kTC + 4 * q;
+      if (rr < C::RB) {
         pu[k] = IO<T>::load4(r_u + o);
         pd[k] = IO<T>::load4(r_d + o);
         if (zp && rr < pl.rows_valid) pz[k] = IO<T>::load4(r_z + o);
@@ -139,10 +139,9 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
     }
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
+      const int n = pl.ur + k * kUnitRows, o = n * kTC + pl.q4;
       pB[k] = pC[k] = zero4;
-      if (unit < C::BC_QUADS) {
-        const int n = unit / (kTC / 4), q = unit % (kTC / 4), o = n * kTC + 4 * q;
+      if (n < C::NP) {
         pB[k] = IO<T>::load4(r_B + o);
         if (!kLocal) pC[k] = IO<T>::load4(r_C + o);
       }
@@ -150,27 +149,26 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   };
 
   auto store = [&](int64_t c) {
+    const int64_t t = c * kTC;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit < C::ROW_QUADS) {
-        const int rr = unit / (kTC / 4), q = unit % (kTC / 4);
+      const int rr = pl.ur + k * kUnitRows;
+      if (rr < C::RB) {
         const bool row_ok = rr < pl.rows_valid;
-        const float bias = (row_ok && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
         float dt[4], du[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float x = comp(pd[k], e) + bias;
+          const float x = comp(pd[k], e) + bias[k];
           float v = x;
           if (a.softplus) {
             float sig;
             softplus_sigmoid(x, v, sig);
           }
-          const bool in = row_ok && c * kTC + 4 * q + e < pl.L;
+          const bool in = row_ok && t + e < len;
           dt[e] = in ? v : 0.f;
           du[e] = dt[e] * comp(pu[k], e);
         }
-        const int o = rr * kTP + 4 * q;
+        const int o = rr * kTP + pl.q4;
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
         st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));
         if (!kLocal) {
@@ -181,16 +179,15 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
     }
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int unit = pl.tid + k * kThreads;
-      if (unit < C::BC_QUADS) {
-        const int n = unit / (kTC / 4), q = unit % (kTC / 4);
-        st4(s_B + n * kTP + 4 * q, pB[k]);
-        if (!kLocal) st4(s_C + n * kTP + 4 * q, pC[k]);
+      const int n = pl.ur + k * kUnitRows;
+      if (n < C::NP) {
+        st4(s_B + n * kTP + pl.q4, pB[k]);
+        if (!kLocal) st4(s_C + n * kTP + pl.q4, pC[k]);
       }
     }
   };
 
-  T *out = kLocal ? nullptr : static_cast<T *>(a.out);
+  T *out = kLocal ? nullptr : static_cast<T *>(a.out) + pl.row * pl.L;  // this lane's row
   float dtsum = 0.f;
   if constexpr (kAsync) {
 #pragma unroll
@@ -264,7 +261,7 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
             const float zz = s_z[pl.r * kTP + t];
             x *= zz * sigmoid(zz);
           }
-          out[pl.row * pl.L + tg] = IO<T>::from_f(x);
+          out[tg] = IO<T>::from_f(x);
         }
       }
     }

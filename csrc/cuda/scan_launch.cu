@@ -53,41 +53,31 @@ __global__ void bwd_combine_kernel(const ScanArgs a) {
   }
 }
 
-/// gB, gC (B, G, N, L) = Σ over row blocks of dbc_part (2, nrb, B, G, N, L), in fixed order.
+/// gB, gC (B, G, N, L) = Σ over row blocks of dbc_part (2, nrb, B·G, L, NP), in fixed order. One
+/// block per (32 steps, b·G + g, B or C): sums a [32 t][N n] tile (reads along n), then writes it
+/// transposed through shared memory (writes along t).
+constexpr int kReduceSteps = 32;
 template <typename T>
-__global__ void dbc_reduce_kernel(const float *part, int64_t nrb, int64_t slice, T *gB, T *gC) {
-  const int64_t total = 2 * slice;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t which = i / slice, j = i % slice;
-    const float *p = part + which * nrb * slice + j;
+__global__ void __launch_bounds__(256) dbc_reduce_kernel(const ScanArgs a, int64_t nrb,
+                                                         int64_t np, T *gB, T *gC) {
+  __shared__ float tile[64][kReduceSteps + 1];
+  const int64_t L = a.len, N = a.dstate, BG = a.batch * a.groups;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kReduceSteps, bg = blockIdx.y;
+  const int which = blockIdx.z;
+  const int64_t steps = L - t0 < kReduceSteps ? L - t0 : kReduceSteps;
+  const float *part = a.dbc_part + which * a.dbc_stride + (bg * L + t0) * np;
+  for (int e = threadIdx.x; e < steps * N; e += blockDim.x) {
+    const int t = e / static_cast<int>(N), n = e % static_cast<int>(N);
+    const float *p = part + t * np + n;
     float sum = 0.f;
-    for (int64_t k = 0; k < nrb; ++k) sum += p[k * slice];
-    (which ? gC : gB)[j] = scan_detail::IO<T>::from_f(sum);
+    for (int64_t k = 0; k < nrb; ++k) sum += p[k * BG * L * np];
+    tile[n][t] = sum;
   }
-}
-
-/// Same with 4 consecutive elements per thread (slice % 4 == 0).
-template <typename T>
-__global__ void dbc_reduce4_kernel(const float *part, int64_t nrb, int64_t slice, T *gB, T *gC) {
-  const int64_t total4 = 2 * slice / 4;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total4;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t e = 4 * i, which = e / slice, j = e % slice;
-    const float *p = part + which * nrb * slice + j;
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int64_t k = 0; k < nrb; ++k) {
-      const float4 v = *reinterpret_cast<const float4 *>(p + k * slice);
-      sum.x += v.x;
-      sum.y += v.y;
-      sum.z += v.z;
-      sum.w += v.w;
-    }
-    T *out = (which ? gC : gB) + j;
-    out[0] = scan_detail::IO<T>::from_f(sum.x);
-    out[1] = scan_detail::IO<T>::from_f(sum.y);
-    out[2] = scan_detail::IO<T>::from_f(sum.z);
-    out[3] = scan_detail::IO<T>::from_f(sum.w);
+  __syncthreads();
+  T *out = (which ? gC : gB) + bg * N * L + t0;
+  for (int e = threadIdx.x; e < N * kReduceSteps; e += blockDim.x) {
+    const int n = e / kReduceSteps, t = e % kReduceSteps;
+    if (t < steps) out[n * L + t] = scan_detail::IO<T>::from_f(tile[n][t]);
   }
 }
 
@@ -135,20 +125,15 @@ cudaError_t scan_bwd_main(const ScanArgs &a, cudaStream_t stream) {
 cudaError_t scan_dbc_reduce(const ScanArgs &a, cudaStream_t stream) {
   const int64_t rpb = scan_rows_per_block(a.cfg);
   const int64_t nrb = (a.dim / a.groups + rpb - 1) / rpb;
-  const int64_t slice = a.batch * a.groups * a.dstate * a.len;
-  const bool vec4 = slice % 4 == 0;
-  const unsigned blocks = blocks_for(vec4 ? 2 * slice / 4 : 2 * slice, 256);
-  auto go = [&](auto *gB, auto *gC) {
-    if (vec4) {
-      dbc_reduce4_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
-    } else {
-      dbc_reduce_kernel<<<blocks, 256, 0, stream>>>(a.dbc_part, nrb, slice, gB, gC);
-    }
-  };
+  const int64_t np = a.cfg.lanes * a.cfg.states;
+  const dim3 grid(static_cast<unsigned>((a.len + kReduceSteps - 1) / kReduceSteps),
+                  static_cast<unsigned>(a.batch * a.groups), 2);
   if (a.dtype == ScanDType::BF16) {
-    go(static_cast<__nv_bfloat16 *>(a.gB), static_cast<__nv_bfloat16 *>(a.gC));
+    dbc_reduce_kernel<<<grid, 256, 0, stream>>>(a, nrb, np, static_cast<__nv_bfloat16 *>(a.gB),
+                                                static_cast<__nv_bfloat16 *>(a.gC));
   } else {
-    go(static_cast<float *>(a.gB), static_cast<float *>(a.gC));
+    dbc_reduce_kernel<<<grid, 256, 0, stream>>>(a, nrb, np, static_cast<float *>(a.gB),
+                                                static_cast<float *>(a.gC));
   }
   return cudaSuccess;
 }

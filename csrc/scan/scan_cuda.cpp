@@ -68,6 +68,8 @@ ScanArgs make_args(const Inputs &in, bool backward) {
   a.dstate = in.A.size(1);
   a.groups = in.B.size(1);
   TORCH_CHECK(a.dstate <= 64, "selective scan on CUDA supports N ≤ 64 states, got ", a.dstate);
+  TORCH_CHECK(a.batch * a.groups <= kMaxGridYZ, "selective scan on CUDA supports batch × groups ≤ ",
+              kMaxGridYZ, ", got ", a.batch * a.groups);
   TORCH_CHECK(a.batch <= kMaxGridYZ, "selective scan on CUDA supports batch ≤ ", kMaxGridYZ,
               ", got ", a.batch);
   a.softplus = in.softplus;
@@ -209,7 +211,8 @@ Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &
       in.bias.defined() ? at::empty({a.n_seg, a.batch, a.dim}, f32) : at::Tensor();
   const int64_t rpb = cuda::scan_rows_per_block(a.cfg);
   const int64_t nrb = (a.dim / a.groups + rpb - 1) / rpb;
-  at::Tensor dbc_part = at::empty({2, nrb, a.batch, a.groups, a.dstate, a.len}, f32);
+  const int64_t np = a.cfg.lanes * a.cfg.states;  // states padded to the thread layout
+  at::Tensor dbc_part = at::empty({2, nrb, a.batch, a.groups, a.len, np}, f32);
   a.gu = g.u.data_ptr();
   a.gdelta = g.delta.data_ptr();
   a.gz = g.z.defined() ? g.z.data_ptr() : nullptr;
@@ -218,6 +221,7 @@ Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &
   a.gD_part = gD_part.defined() ? gD_part.data_ptr<float>() : nullptr;
   a.gbias_part = gbias_part.defined() ? gbias_part.data_ptr<float>() : nullptr;
   a.dbc_part = dbc_part.data_ptr<float>();
+  a.dbc_stride = dbc_part.stride(0);
   a.gB = g.B.data_ptr();
   a.gC = g.C.data_ptr();
 
