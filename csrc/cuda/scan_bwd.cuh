@@ -109,6 +109,8 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
   float *s_C = s_gy + C::RB * kTP;                  // [NP][kTP]
 
   const Place<LPR, S> pl(a);
+  // No earlier segment needs the first one's start adjoint.
+  if (pl.seg == 0) return;
   const int64_t BD = a.batch * pl.D;
   const bool has_z = a.z != nullptr;
   float A2[S], gh[S];

@@ -248,7 +248,7 @@ struct Place {
   __device__ int n_of(int s) const { return ln * S + s; }
 };
 
-template <typename T, int LPR, int S, bool kLocal, bool kAsync>
+template <typename T, int LPR, int S, bool kLocal, bool kAsync, bool kDense>
 __global__ void scan_fwd_kernel(const ScanArgs a);
 template <typename T, int LPR, int S>
 __global__ void scan_bwd_local_kernel(const ScanArgs a);

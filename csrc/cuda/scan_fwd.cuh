@@ -10,8 +10,12 @@ namespace wm::cuda::scan_detail {
 /// segment from zero; end state and Σdt into seg_state / seg_dtsum; no output).
 /// kAsync: the raw tiles of the next kStages − 1 chunks are in flight (cp.async into shared
 /// memory) while a chunk is scanned; else the next chunk is prefetched into registers.
-template <typename T, int LPR, int S, bool kLocal, bool kAsync>
-__global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
+/// kDense: compiled for 4 blocks per SM (≤ 128 registers) for grids of more than 3 blocks per SM
+/// (many rows, or long sequences split into many segments); else no register cap (fastest when
+/// the grid is small). 32 lanes per row (N > 16): never capped.
+template <typename T, int LPR, int S, bool kLocal, bool kAsync, bool kDense>
+__global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
+    scan_fwd_kernel(const ScanArgs a) {
   using C = Cfg<LPR, S>;
   constexpr int kStages = 3;
   constexpr int kRowTile = C::RB * kTC, kBCTile = C::NP * kTC;  // raw tile sizes (elements)
@@ -27,6 +31,8 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   T *raw = reinterpret_cast<T *>(s_C + C::NP * kTP);
 
   const Place<LPR, S> pl(a);
+  // Pass 1: no later segment starts from the last one's end state.
+  if (kLocal && pl.seg == a.n_seg - 1) return;
   const T *u = static_cast<const T *>(a.u);
   const T *delta = static_cast<const T *>(a.delta);
   const T *zp = kLocal ? nullptr : static_cast<const T *>(a.z);
@@ -282,6 +288,13 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(const ScanArgs a) {
   }
 }
 
+/// The forward kernel for a launch: dense (4 blocks per SM) or not.
+template <typename T, int LPR, int S, bool kLocal, bool kAsync>
+auto fwd_kernel(bool dense) {
+  return dense ? scan_fwd_kernel<T, LPR, S, kLocal, kAsync, true>
+               : scan_fwd_kernel<T, LPR, S, kLocal, kAsync, false>;
+}
+
 template <typename T>
 struct FwdLauncher {
   const ScanArgs &a;
@@ -291,16 +304,21 @@ struct FwdLauncher {
   cudaError_t operator()() const {
     using C = Cfg<LPR, S>;
     const int64_t bx = a.groups * row_blocks_per_group<LPR, S>(a);
+    int device = 0, sms = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (e != cudaSuccess) return e;
+    const bool dense = bx * a.batch * a.n_seg > 3 * static_cast<int64_t>(sms);
     if (a.fwd_sync) {
-      if (local) return launch(scan_fwd_kernel<T, LPR, S, true, false>, a, bx, C::FWD_FLOATS, stream);
-      return launch(scan_fwd_kernel<T, LPR, S, false, false>, a, bx, C::FWD_FLOATS, stream);
+      return local ? launch(fwd_kernel<T, LPR, S, true, false>(dense), a, bx, C::FWD_FLOATS, stream)
+                   : launch(fwd_kernel<T, LPR, S, false, false>(dense), a, bx, C::FWD_FLOATS, stream);
     }
     // Raw stages: 3 × (3 row tiles + 2 B/C tiles) in T, rounded up to floats.
     constexpr int raw_floats =
         (3 * (3 * C::RB * kTC + 2 * C::NP * kTC) * static_cast<int>(sizeof(T)) + 3) / 4;
     const int floats = C::FWD_FLOATS + raw_floats;
-    if (local) return launch(scan_fwd_kernel<T, LPR, S, true, true>, a, bx, floats, stream);
-    return launch(scan_fwd_kernel<T, LPR, S, false, true>, a, bx, floats, stream);
+    return local ? launch(fwd_kernel<T, LPR, S, true, true>(dense), a, bx, floats, stream)
+                 : launch(fwd_kernel<T, LPR, S, false, true>(dense), a, bx, floats, stream);
   }
 };
 

@@ -18,8 +18,8 @@ int scan_rows_per_block(ScanConfig cfg) { return 32 / cfg.lanes * scan_detail::k
 
 namespace {
 
-/// Forward pass 2: per (row, n), sequential over segments. In: seg_state = local end states.
-/// Out: seg_state = true start state of each segment.
+/// Forward pass 2: per (row, n), sequential over segments. In: seg_state = local end states (all
+/// but the last segment's). Out: seg_state = true start state of each segment.
 __global__ void fwd_combine_kernel(const ScanArgs a) {
   const int64_t BD = a.batch * a.dim, N = a.dstate;
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -29,15 +29,15 @@ __global__ void fwd_combine_kernel(const ScanArgs a) {
   float h = a.h0 ? a.h0[i] : 0.f;
   for (int64_t s = 0; s < a.n_seg; ++s) {
     float *slot = a.seg_state + s * BD * N + i;
-    const float local_end = *slot;
-    *slot = h;
-    h = fmaf(ex2(A2 * a.seg_dtsum[s * BD + row]), h, local_end);
+    const float start = h;
+    if (s + 1 < a.n_seg) h = fmaf(ex2(A2 * a.seg_dtsum[s * BD + row]), h, *slot);
+    *slot = start;
   }
 }
 
 /// Backward pass 2: per (row, n), from the last segment to the first. In: seg_state = adjoint at
-/// each segment's start given a zero adjoint at its end. Out: seg_state = adjoint entering each
-/// segment at its end.
+/// each segment's start given a zero adjoint at its end (all but the first segment's). Out:
+/// seg_state = adjoint entering each segment at its end.
 __global__ void bwd_combine_kernel(const ScanArgs a) {
   const int64_t BD = a.batch * a.dim, N = a.dstate;
   const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -47,9 +47,9 @@ __global__ void bwd_combine_kernel(const ScanArgs a) {
   float g = a.glast ? a.glast[i] : 0.f;
   for (int64_t s = a.n_seg - 1; s >= 0; --s) {
     float *slot = a.seg_state + s * BD * N + i;
-    const float local_start = *slot;
-    *slot = g;
-    g = fmaf(ex2(A2 * a.seg_dtsum[s * BD + row]), g, local_start);
+    const float end = g;
+    if (s > 0) g = fmaf(ex2(A2 * a.seg_dtsum[s * BD + row]), g, *slot);
+    *slot = end;
   }
 }
 

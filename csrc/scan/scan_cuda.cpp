@@ -4,7 +4,8 @@
 //
 // Tuning knobs (environment, read at every call; for benchmarks): WM_SCAN_MIN_THREADS (and the
 // pass-specific WM_SCAN_FWD_MIN_THREADS / WM_SCAN_BWD_MIN_THREADS): split time into segments until
-// rows × lanes × segments reaches this many threads; WM_SCAN_SEGMENTS forces a segment count;
+// rows × lanes × segments reaches this many threads (the forward, once it splits, twice as many);
+// WM_SCAN_SEGMENTS forces a segment count;
 // WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1/0: two states per lane for N ≤ 16, or one;
 // WM_SCAN_FWD_SYNC = 1/0: forward prefetching one chunk into registers, or cp.async stages;
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory;
@@ -91,7 +92,10 @@ ScanArgs make_args(const Inputs &in, bool backward) {
                                        : kDefaultBwdMinThreadsF32;
     const int64_t min_threads = knob(min_name, "WM_SCAN_MIN_THREADS", fallback);
     const int64_t threads = a.batch * a.dim * a.cfg.lanes;
-    n_seg = (min_threads + threads - 1) / threads;
+    // A segmented forward pays a pass 1 of ~1/3 of the scan: once it must split, it splits
+    // into enough segments for twice the minimum (4 blocks per SM fit them in one wave).
+    const int64_t want = !backward && threads < min_threads ? 2 * min_threads : min_threads;
+    n_seg = (want + threads - 1) / threads;
   }
   n_seg = std::clamp<int64_t>(n_seg, 1, std::min(a.n_chunks, kMaxGridYZ));
   a.chunks_per_seg = (a.n_chunks + n_seg - 1) / n_seg;
