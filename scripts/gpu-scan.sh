@@ -6,6 +6,7 @@
 #   scripts/gpu-scan.sh                      # tests + benchmarks, default settings
 #   SKIP_TESTS=1 VARIANTS="default,WM_SCAN_WIDE=1" scripts/gpu-scan.sh
 #   TEST_VARIANTS="default,WM_SCAN_FWD_SYNC=1" PROFILE="16,128,16384,bf16" BIN=other/wavemamba …
+#   SKIP_TESTS=1 BINS="old/wavemamba gpu-bundle/wavemamba" scripts/gpu-scan.sh   # two builds, one run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/wavemamba-gpu-scan}
@@ -52,15 +53,21 @@ fi
 # (batch, dim, len, dtype) of issue 8, N = 16, variable B/C (B, N, L), with z, D, bias, softplus.
 cases=${CASES:-"16,128,16384,f32 16,128,16384,bf16 8,256,65536,f32 8,2048,2048,f32 8,2048,2048,bf16 1,256,1048576,f32"}
 IFS=',' read -r -a variants <<<"${VARIANTS:-default}"
+# BINS="a/wavemamba b/wavemamba": several binaries, interleaved case by case (compare them in one run).
+read -r -a bins <<<"${BINS:-$bin}"
 for v in "${variants[@]}"; do
   for c in $cases; do
     IFS=',' read -r B D L DT <<<"$c"
     env_args=()
     [ "$v" != default ] && read -r -a env_args <<<"$v"
-    json=$(env "${env_args[@]}" timeout 120 "$bin" bench scan --device cuda --batch "$B" --dim "$D" \
-      --len "$L" --state 16 --dtype "$DT" --backward --no-reference --warmup "${WARMUP:-3}" \
-      --reps "${REPS:-10}" --json 2>>"$OUT/bench.err") || { status=1; echo "bench $c [$v] failed"; continue; }
-    echo "{\"variant\":\"$v\",\"report\":$json}" >>"$OUT/bench.jsonl"
+    for b in "${bins[@]}"; do
+      label=$v
+      [ ${#bins[@]} -gt 1 ] && label="$b $v"
+      json=$(env "${env_args[@]}" timeout 120 "$b" bench scan --device cuda --batch "$B" --dim "$D" \
+        --len "$L" --state 16 --dtype "$DT" --backward --no-reference --warmup "${WARMUP:-3}" \
+        --reps "${REPS:-10}" --json 2>>"$OUT/bench.err") || { status=1; echo "bench $c [$label] failed"; continue; }
+      echo "{\"variant\":\"$label\",\"report\":$json}" >>"$OUT/bench.jsonl"
+    done
   done
 done
 
