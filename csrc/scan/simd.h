@@ -1,7 +1,7 @@
 // Minimal SIMD "packs" for the CPU scan kernel (torch-free).
 //   Pack1<T>: one scalar of float or double (portable; also the N % 8 != 0 path).
 //   PackF8  : 8 floats in an AVX2 register with FMA (only when compiled with -mavx2 -mfma).
-// Each pack offers load/store/set1/arithmetic/fma/hsum/exp/log/max/abs/select_eq; the kernel in
+// Each pack offers load/store/set1/arithmetic/fma/hsum(s)/exp/exp2/log1p/max/abs; the kernel in
 // scan_kernel.inc is written once against this interface.
 #pragma once
 
@@ -30,6 +30,8 @@ struct Pack1 {
   /// a·b + c
   static Pack1 fma(Pack1 a, Pack1 b, Pack1 c) { return {a.v * b.v + c.v}; }
   T hsum() const { return v; }
+  /// out[j] = v[j].hsum() for j < W.
+  static void hsums(const Pack1 *v, T *out) { out[0] = v[0].v; }
   static Pack1 exp(Pack1 x) { return {std::exp(x.v)}; }
   static Pack1 exp2(Pack1 x) { return {std::exp2(x.v)}; }
   static Pack1 log1p(Pack1 x) { return {std::log1p(x.v)}; }
@@ -56,6 +58,15 @@ struct PackF8 {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+  }
+  /// out[j] = v[j].hsum() for j < 8, in 9 instructions for all eight (a horizontal-add tree and
+  /// one cross-lane add) instead of 6 per sum.
+  static void hsums(const PackF8 *v, float *out) {
+    const __m256 ab = _mm256_hadd_ps(_mm256_hadd_ps(v[0].v, v[1].v), _mm256_hadd_ps(v[2].v, v[3].v));
+    const __m256 cd = _mm256_hadd_ps(_mm256_hadd_ps(v[4].v, v[5].v), _mm256_hadd_ps(v[6].v, v[7].v));
+    // ab = [Σ0..3 of v0..v3 | Σ4..7 of v0..v3], cd the same for v4..v7.
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(ab, cd, 0x20),
+                                        _mm256_permute2f128_ps(ab, cd, 0x31)));
   }
   static PackF8 max(PackF8 a, PackF8 b) { return {_mm256_max_ps(a.v, b.v)}; }
   static PackF8 abs(PackF8 a) {
