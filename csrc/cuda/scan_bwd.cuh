@@ -399,7 +399,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       }
       if ((grp * LPR) % TS == 0) {
         // Flush steps [t_lo, t_lo + TS): sum over the block's rows (fixed order), written straight
-        // into this row block's partials (t, n) rows, 4 states per store. The second barrier
+        // into this row block's partials (t, n) rows, W states per store. The second barrier
         // keeps the next steps' dB/dC from overwriting the buffers before everyone has read them.
         const int t_lo = grp * LPR;
         __syncthreads();
