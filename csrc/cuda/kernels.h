@@ -16,7 +16,7 @@ cudaError_t mulaw_decode_f32(const int64_t *q, float *x, int64_t n, float mu, cu
 // Selective scan (see csrc/cuda/scan_common.cuh for the kernel design).
 //
 // Layouts (contiguous unless a stride is given), row = b·D + d:
-//   u, delta, z, out, gu, gdelta, gz   (B, D, L)            io dtype (float32 or bfloat16)
+//   u, delta, z, out, x, gu, gdelta, gz (B, D, L)          io dtype (float32 or bfloat16)
 //   Bm, Cm, gB, gC                     (B, G, N, L)         io dtype
 //   A (D, N), D_skip (D), bias (D), h0 / last / gh0 / glast (B, D, N)       float32
 //   ckpt                               (B, D, n_chunks, N)  float32, state before each chunk
@@ -64,6 +64,9 @@ struct ScanArgs {
   void *out = nullptr;
   float *last = nullptr;
   float *ckpt = nullptr;  // written by the forward when not null; read by the backward
+  // x = y + D·u before the z gate: written by the forward when not null (and z is given), read by
+  // the backward for gz (so the backward does not recompute y = Σ_n C·h).
+  void *x = nullptr;
   // Segmented mode workspace.
   float *seg_state = nullptr, *seg_dtsum = nullptr;
   // Backward.

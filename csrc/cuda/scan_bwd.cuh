@@ -6,6 +6,7 @@
 //   dA:  Σ_t g·h_{t−1}·exp(dt_t·A)·dt_t          dB_t += g·dt_t·u_t     dC_t += gy_t·h_t
 //   gu_t = gy_t·D + dt_t·Σ_n g·B_t               gdt_t = Σ_n g·h_{t−1}·exp(dt_t·A)·A + u_t·Σ_n g·B_t
 //   gdelta = gdt·σ(delta + bias) with softplus;  gz = gout·x·σ(z)·(1 + z·(1 − σ(z))), x = y + D·u
+//   (x as saved by the forward: the backward never recomputes y)
 #pragma once
 
 #include <type_traits>
@@ -201,8 +202,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   extern __shared__ float4 smem4[];
   float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] each
   float *s_sd = s_u + C::RB * kTP;                // σ(delta + bias)
-  float *s_gzf = s_sd + C::RB * kTP;              // dz = gzf·(y + D·u)
-  float *s_dt = s_gzf + C::RB * kTP;
+  float *s_dt = s_sd + C::RB * kTP;
   float *s_du = s_dt + C::RB * kTP;
   float *s_gy = s_du + C::RB * kTP;
   float *s_B = s_gy + C::RB * kTP;  // [NP][kTP]
@@ -219,6 +219,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   T *gu = static_cast<T *>(a.gu);
   T *gdelta = static_cast<T *>(a.gdelta);
   T *gz = static_cast<T *>(a.gz);
+  const T *xs = static_cast<const T *>(a.x);
 
   float A2[S], Af[S], gh[S], gA[S];
 #pragma unroll
@@ -263,10 +264,15 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
                  a.softplus, has_z, row_ok && e < left, dt[e], sd[e], gy[e], gzf[e]);
           du[e] = dt[e] * comp(rows.pu[k], e);
         }
+        if (has_z && row_ok) {  // gz = gzf·x, straight to global memory
+          const int64_t go = pl.row_off + k * pl.unit_stride, t = c * kTC, len = pl.L - pl.q4;
+          const float4 x = load_quad(xs + go, t, len, 1, a.vec);
+          store_quad(gz + go, t, len, a.vec,
+                     make_float4(gzf[0] * x.x, gzf[1] * x.y, gzf[2] * x.z, gzf[3] * x.w));
+        }
         const int o = rr * kTP + pl.q4;
         st4(s_u + o, rows.pu[k]);
         st4(s_sd + o, make_float4(sd[0], sd[1], sd[2], sd[3]));
-        st4(s_gzf + o, make_float4(gzf[0], gzf[1], gzf[2], gzf[3]));
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
         st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));
         st4(s_gy + o, make_float4(gy[0], gy[1], gy[2], gy[3]));
@@ -279,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       bc.load(a, pl, c - 1, true);
     }
 
-    // Phase A: recompute the chunk's states from the checkpoint (and y, for dz).
+    // Phase A: recompute the chunk's state history from the checkpoint.
     float h[S];
 #pragma unroll
     for (int s = 0; s < S; ++s) {
@@ -287,41 +293,22 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       h[s] = (pl.valid && n < pl.N) ? a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] : 0.f;
       if (!kSub) s_h[pl.tid * S + s] = h[s];
     }
-#pragma unroll 1
-    for (int grp = 0; grp < kTC / LPR; ++grp) {
-      float p[LPR];
+#pragma unroll 2
+    for (int t0 = 0; t0 < kTC; t0 += 4) {
+      const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
+      const float4 du4 = ld4(s_du + pl.r * kTP + t0);
+      float4 b4[S];
 #pragma unroll
-      for (int j0 = 0; j0 < LPR; j0 += 4) {
-        const int t0 = grp * LPR + j0;
-        const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
-        const float4 du4 = ld4(s_du + pl.r * kTP + t0);
-        float4 b4[S], c4[S];
+      for (int s = 0; s < S; ++s) {
+        b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
+        if (kSub) s_h[(t0 / 4) * HS + pl.tid * S + s] = h[s];
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-          b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
-          c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
-          if (kSub) s_h[(t0 / 4) * HS + pl.tid * S + s] = h[s];
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float dtk = comp(dt4, k), duk = comp(du4, k);
-          float acc = 0.f;
-#pragma unroll
-          for (int s = 0; s < S; ++s) {
-            h[s] = fmaf(ex2(dtk * A2[s]), h[s], duk * comp(b4[s], k));
-            if (!kSub) s_h[(t0 + k + 1) * HS + pl.tid * S + s] = h[s];
-            acc = fmaf(comp(c4[s], k), h[s], acc);
-          }
-          p[j0 + k] = acc;
-        }
-      }
-      if (has_z) {
-        const float y = transpose_reduce<LPR>(p, pl.lane);
-        const int t = grp * LPR + pl.ln;
-        const int64_t tg = c * kTC + t;
-        if (pl.valid && tg < pl.L) {
-          const int o = pl.r * kTP + t;
-          gz[pl.row * pl.L + tg] = IO<T>::from_f(s_gzf[o] * fmaf(dskip, s_u[o], y));
+          h[s] = fmaf(ex2(comp(dt4, k) * A2[s]), h[s], comp(du4, k) * comp(b4[s], k));
+          if (!kSub) s_h[(t0 + k + 1) * HS + pl.tid * S + s] = h[s];
         }
       }
     }

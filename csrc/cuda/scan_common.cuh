@@ -64,7 +64,7 @@ struct Cfg {
   /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
   /// history: row and B/C tiles, state history, dB/dC buffers.
   static constexpr int bwd_floats(int ts, bool sub) {
-    return (6 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * RB * NP;
+    return (5 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * RB * NP;
   }
 };
 
@@ -196,6 +196,19 @@ __device__ __forceinline__ float4 load_quad(const T *row, int64_t t, int64_t len
 #pragma unroll
   for (int k = 0; k < 4; ++k) v[k] = t + k < len ? IO<T>::to_f(row[(t + k) * stride]) : 0.f;
   return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+/// Stores four consecutive time steps t..t+3 of one contiguous row, skipping those past `len`.
+template <typename T>
+__device__ __forceinline__ void store_quad(T *row, int64_t t, int64_t len, bool vec, float4 v) {
+  if (vec && t + 3 < len) {
+    IO<T>::store4(row + t, v);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (t + k < len) row[t + k] = IO<T>::from_f(comp(v, k));
+  }
 }
 
 /// Where a block sits: rows [d0, d0 + rows_valid) of group g in batch b, segment seg.

@@ -194,6 +194,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
   };
 
   T *out = kLocal ? nullptr : static_cast<T *>(a.out) + pl.row * pl.L;  // this lane's row
+  T *xs = (kLocal || a.x == nullptr) ? nullptr : static_cast<T *>(a.x) + pl.row * pl.L;
   float dtsum = 0.f;
   if constexpr (kAsync) {
 #pragma unroll
@@ -264,6 +265,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
         if (pl.valid && tg < pl.L) {
           float x = fmaf(dskip, s_u[pl.r * kTP + t], y);
           if (zp) {
+            if (xs) xs[tg] = IO<T>::from_f(x);
             const float zz = s_z[pl.r * kTP + t];
             x *= zz * sigmoid(zz);
           }

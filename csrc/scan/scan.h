@@ -32,6 +32,7 @@ struct Forward {
   at::Tensor out;   // (B, D, L), compute dtype (CPU) / io dtype (CUDA)
   at::Tensor last;  // (B, D, N)
   at::Tensor ckpt;  // (B, D, n_chunks, N), only when requested
+  at::Tensor x;     // CUDA, with checkpoints and z: (B, D, L) io dtype, y + D·u before the gate
 };
 
 /// Gradients for each input of `Inputs` (undefined where the input is absent).
@@ -47,8 +48,9 @@ Grads backward_cpu(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &g
 /// The CUDA kernels (scan_cuda.cpp; defined only in builds with --features cuda). Gradients of
 /// u, delta, z, B, C come back in the io dtype, the others in float32.
 Forward forward_cuda(const Inputs &in, bool save_checkpoints);
-Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &gout,
-                    const at::Tensor &glast);
+/// `x`: Forward::x (needed when z is given).
+Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &x,
+                    const at::Tensor &gout, const at::Tensor &glast);
 
 }  // namespace scan
 }  // namespace wm

@@ -108,11 +108,11 @@ scan::Forward run_forward(const scan::Inputs &in, bool save_checkpoints) {
   return scan::forward_cpu(in, save_checkpoints);
 }
 
-scan::Grads run_backward(const scan::Inputs &in, const at::Tensor &ckpt, const at::Tensor &gout,
-                         const at::Tensor &glast) {
+scan::Grads run_backward(const scan::Inputs &in, const at::Tensor &ckpt, const at::Tensor &x,
+                         const at::Tensor &gout, const at::Tensor &glast) {
   if (in.u.is_cuda()) {
 #ifdef WM_WITH_CUDA
-    return scan::backward_cuda(in, ckpt, gout, glast);
+    return scan::backward_cuda(in, ckpt, x, gout, glast);
 #else
     TORCH_CHECK(false, "selective scan backward on ", in.u.device(),
                 ": this build has only the CPU kernel (build with --features cuda)");
@@ -136,7 +136,8 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
                                   z.value_or(at::Tensor()), bias.value_or(at::Tensor()),
                                   h0.value_or(at::Tensor()), softplus);
     scan::Forward f = run_forward(in, /*save_checkpoints=*/true);
-    ctx->save_for_backward({in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.bias, in.h0, f.ckpt});
+    ctx->save_for_backward(
+        {in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.bias, in.h0, f.ckpt, f.x});
     ctx->saved_data["softplus"] = softplus;
     ctx->saved_data["b_groups_dim"] = static_cast<int64_t>(B.dim());
     return {f.out.to(u.scalar_type()), f.last};
@@ -156,7 +157,7 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
     in.h0 = saved[8];
     in.softplus = ctx->saved_data["softplus"].toBool();
     const at::Tensor &ckpt = saved[9];
-    scan::Grads g = run_backward(in, ckpt, grads[0], grads[1]);
+    scan::Grads g = run_backward(in, ckpt, saved[10], grads[0], grads[1]);
     if (ctx->saved_data["b_groups_dim"].toInt() == 3) {
       g.B = g.B.squeeze(1);
       g.C = g.C.squeeze(1);

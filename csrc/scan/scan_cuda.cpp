@@ -169,6 +169,11 @@ Forward forward_cuda(const Inputs &in, bool save_checkpoints) {
   a.out = f.out.data_ptr();
   a.last = f.last.data_ptr<float>();
   a.ckpt = save_checkpoints ? f.ckpt.data_ptr<float>() : nullptr;
+  // The backward's gz needs x = y + D·u: saved here rather than recomputed there.
+  if (save_checkpoints && in.z.defined()) {
+    f.x = at::empty_like(in.u);
+    a.x = f.x.data_ptr();
+  }
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Segments seg(a, f32, cuda::scan_fwd_local, cuda::scan_fwd_combine, stream);
@@ -177,8 +182,8 @@ Forward forward_cuda(const Inputs &in, bool save_checkpoints) {
   return f;
 }
 
-Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &gout_,
-                    const at::Tensor &glast_) {
+Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &x,
+                    const at::Tensor &gout_, const at::Tensor &glast_) {
   check_inputs(in);
   const c10::cuda::CUDAGuard device_guard(in.u.device());
   ScanArgs a = make_args(in, /*backward=*/true);
@@ -189,6 +194,13 @@ Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &
   a.ckpt = const_cast<float *>(ckpt.const_data_ptr<float>());
   const auto f32 = in.u.options().dtype(at::kFloat);
   const at::ScalarType io = in.u.scalar_type();
+  if (in.z.defined()) {
+    TORCH_CHECK(x.defined() && x.is_cuda() && x.scalar_type() == io && x.is_contiguous() &&
+                    x.sizes() == in.u.sizes(),
+                "selective scan backward: the forward pass saved no usable x = y + D·u");
+    a.x = const_cast<void *>(x.const_data_ptr());
+    a.vec = a.vec && aligned(a.x, 4 * static_cast<int64_t>(x.element_size()));
+  }
 
   // Any strides are fine for gout (`out.sum()` gives an expanded gradient: no copy).
   at::Tensor gout;
