@@ -184,6 +184,26 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
   }
 }
 
+/// This thread's share of a dB/dC flush: W consecutive states (columns `col`..col + W − 1 of the
+/// block's [RB][NP] rows) of the steps items first, first + kItemStep, … of 2·TS (dB steps, then
+/// dC steps). W = 4, or 2 where that keeps every thread busy.
+template <int LPR, int S, int TS>
+struct FlushShare {
+  using C = Cfg<LPR, S>;
+  static constexpr int W = 2 * (C::NP / 4) * TS >= kThreads ? 4 : 2;
+  static constexpr int NW = C::NP / W;
+  static_assert(kThreads % NW == 0, "a thread's columns are the same for all its items");
+  static constexpr int kItemStep = kThreads / NW;
+  static constexpr int kItems = (2 * TS + kItemStep - 1) / kItemStep;
+  using Vec = std::conditional_t<W == 4, float4, float2>;
+  int col, first;
+  float *dst;  // this row block's partials at (dB, t = 0, column col)
+  __device__ FlushShare(const ScanArgs &a, const Place<LPR, S> &pl)
+      : col(W * (pl.tid % NW)),
+        first(pl.tid / NW),
+        dst(a.dbc_part + (pl.rb * a.batch * pl.G + pl.bg) * pl.L * C::NP + col) {}
+};
+
 /// Blocks per SM the backward kernel is compiled for (registers ≤ 65536 / (128 · blocks)): what
 /// its shared memory allows for the N ≤ 16 layouts; no cap for 32 lanes per row (N > 16).
 constexpr int bwd_min_blocks(int lanes, int states, bool sub, int ts) {
@@ -209,15 +229,14 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   float *s_C = s_B + C::NP * kTP;   // [NP][kTP]
   // kSub: s_h[j] = state before step 4j (j < kTC/4); else s_h[t + 1] = state after step t.
   float *s_h = s_C + C::NP * kTP;
-  float *s_dB = s_h + HROWS * HS;  // [TS][RB][NP]
-  float *s_dC = s_dB + TS * C::RB * C::NP;
+  float *s_dB = s_h + HROWS * HS;  // [TS][RB][NP] (step stride DBC_STEP)
+  float *s_dC = s_dB + TS * C::DBC_STEP;
 
   const Place<LPR, S> pl(a);
   const int64_t BD = a.batch * pl.D;
-  const int64_t BG = a.batch * pl.G;
   const bool has_z = a.z != nullptr;
-  T *gu = static_cast<T *>(a.gu);
-  T *gdelta = static_cast<T *>(a.gdelta);
+  T *gu_row = static_cast<T *>(a.gu) + pl.row * pl.L;
+  T *gdelta_row = static_cast<T *>(a.gdelta) + pl.row * pl.L;
   T *gz = static_cast<T *>(a.gz);
   const T *xs = static_cast<const T *>(a.x);
 
@@ -241,6 +260,9 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   }
   const float dskip = (pl.valid && a.D_skip) ? a.D_skip[pl.d] : 0.f;
   float gD_acc = 0.f, gb_acc = 0.f;
+
+  using Flush = FlushShare<LPR, S, TS>;
+  const Flush flush(a, pl);
 
   BwdRows<T, LPR, S> rows;
   BwdBC<T, LPR, S> bc;
@@ -347,8 +369,8 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
           const int t = t0 + k;
           const float dt = comp(dt4, k), du = comp(du4, k), gy = comp(gy4, k);
           float sdt = 0.f, su = 0.f;
-          float *dB = s_dB + ((t % TS) * C::RB + pl.r) * C::NP;
-          float *dC = s_dC + ((t % TS) * C::RB + pl.r) * C::NP;
+          float *dB = s_dB + (t % TS) * C::DBC_STEP + pl.r * C::NP;
+          float *dC = s_dC + (t % TS) * C::DBC_STEP + pl.r * C::NP;
 #pragma unroll
           for (int s = 0; s < S; ++s) {
             const int n = pl.n_of(s);
@@ -378,40 +400,38 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
           const int o = pl.r * kTP + t;
           const float gyv = s_gy[o], dtv = s_dt[o], uv = s_u[o];
           const float gd = fmaf(Qu, uv, Qdt) * s_sd[o];
-          gu[pl.row * pl.L + tg] = IO<T>::from_f(fmaf(gyv, dskip, Qu * dtv));
-          gdelta[pl.row * pl.L + tg] = IO<T>::from_f(gd);
+          gu_row[tg] = IO<T>::from_f(fmaf(gyv, dskip, Qu * dtv));
+          gdelta_row[tg] = IO<T>::from_f(gd);
           gD_acc = fmaf(gyv, uv, gD_acc);
           gb_acc += gd;
         }
       }
       if ((grp * LPR) % TS == 0) {
         // Flush steps [t_lo, t_lo + TS): sum over the block's rows (fixed order), written straight
-        // into this row block's partials (t, n) rows, W states per store. The second barrier
-        // keeps the next steps' dB/dC from overwriting the buffers before everyone has read them.
-        const int t_lo = grp * LPR;
+        // into this row block's partials (t, n) rows. The second barrier keeps the next steps'
+        // dB/dC from overwriting the buffers before everyone has read them.
+        const int64_t tc = c * kTC + grp * LPR;
         __syncthreads();
-        const int64_t tc = c * kTC + t_lo;
-        float *dbc = a.dbc_part + (pl.rb * BG + pl.bg) * pl.L * C::NP;
-        // W consecutive states per thread: 4, or 2 where that keeps every thread busy.
-        constexpr int W = 2 * (C::NP / 4) * TS >= kThreads ? 4 : 2, NW = C::NP / W;
-        using Vec = std::conditional_t<W == 4, float4, float2>;
-        for (int o = pl.tid; o < 2 * NW * TS; o += kThreads) {
-          const int nw = o % NW, tt = (o / NW) % TS, which = o / (NW * TS);
+#pragma unroll
+        for (int i = 0; i < Flush::kItems; ++i) {
+          const int item = flush.first + i * Flush::kItemStep;  // (which, tt) of this share
+          if (Flush::kItems * Flush::kItemStep > 2 * TS && item >= 2 * TS) break;
+          const int tt = item % TS, which = item / TS;
           if (tc + tt >= pl.L) continue;
-          const float *buf = (which ? s_dC : s_dB) + tt * C::RB * C::NP + W * nw;
-          Vec sum = *reinterpret_cast<const Vec *>(buf);
+          const float *buf = (which ? s_dC : s_dB) + tt * C::DBC_STEP + flush.col;
+          typename Flush::Vec sum = *reinterpret_cast<const typename Flush::Vec *>(buf);
 #pragma unroll
           for (int rr = 1; rr < C::RB; ++rr) {
-            const Vec v = *reinterpret_cast<const Vec *>(buf + rr * C::NP);
+            const auto v = *reinterpret_cast<const typename Flush::Vec *>(buf + rr * C::NP);
             sum.x += v.x;
             sum.y += v.y;
-            if constexpr (W == 4) {
+            if constexpr (Flush::W == 4) {
               sum.z += v.z;
               sum.w += v.w;
             }
           }
-          *reinterpret_cast<Vec *>(dbc + (which ? a.dbc_stride : 0) + (tc + tt) * C::NP + W * nw) =
-              sum;
+          *reinterpret_cast<typename Flush::Vec *>(flush.dst + (which ? a.dbc_stride : 0) +
+                                                   (tc + tt) * C::NP) = sum;
         }
         __syncthreads();
       }

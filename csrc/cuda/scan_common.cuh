@@ -58,13 +58,16 @@ struct Cfg {
   // N ≤ 16 layouts with 8 lanes per row) that frees shared memory for a third block per SM.
   static constexpr int TS = LPR > 16 ? LPR : 16;
   static constexpr int TS_SHORT = LPR > 8 ? TS : 8;
+  /// Floats per step of the backward's dB/dC buffers ([TS][RB][NP], steps padded so that the
+  /// flush's reads of neighbouring steps fall in different banks).
+  static constexpr int DBC_STEP = RB * NP + (NP < 32 ? NP : 0);
   // Shared memory (floats).
   static constexpr int FWD_FLOATS = (4 * RB + 2 * NP) * kTP;
   static constexpr int BWD_LOCAL_FLOATS = (2 * RB + NP) * kTP;
   /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
   /// history: row and B/C tiles, state history, dB/dC buffers.
   static constexpr int bwd_floats(int ts, bool sub) {
-    return (5 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * RB * NP;
+    return (5 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * DBC_STEP;
   }
 };
 
