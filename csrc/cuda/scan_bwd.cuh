@@ -21,6 +21,17 @@ template <typename T, int LPR, int S>
 struct BwdRows {
   using C = Cfg<LPR, S>;
   float4 pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS], pg[C::ROW_UNITS];
+  // gout (any strides): element offset of this thread's first quad (row d0 + ur, t = q4), and
+  // from one of its tile rows to the next.
+  int64_t g_off = 0, g_unit = 0;
+
+  __device__ BwdRows(const ScanArgs &a, const Place<LPR, S> &pl) {
+    if (a.gout) {
+      g_off = pl.b * a.gout_stride[0] + (pl.d0 + pl.ur) * a.gout_stride[1] +
+              pl.q4 * a.gout_stride[2];
+      g_unit = kUnitRows * a.gout_stride[1];
+    }
+  }
   /// Whether unit k covers a row of the tile (rows past rows_valid are zero).
   __device__ static bool in_tile(const Place<LPR, S> &pl, int k) {
     return pl.ur + k * kUnitRows < C::RB;
@@ -47,9 +58,7 @@ struct BwdRows {
         pd[k] = load_quad(delta + o, t, len, 1, a.vec);
         if (zp) pz[k] = load_quad(zp + o, t, len, 1, a.vec);
         if (gout) {
-          const T *g = gout + pl.b * a.gout_stride[0] + (pl.d0 + pl.ur + k * kUnitRows) *
-                                  a.gout_stride[1] + pl.q4 * a.gout_stride[2];
-          pg[k] = load_quad(g, t, len, a.gout_stride[2], a.gout_vec);
+          pg[k] = load_quad(gout + g_off + k * g_unit, t, len, a.gout_stride[2], a.gout_vec);
         }
       }
     }
@@ -121,7 +130,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
     A2[s] = (pl.valid && n < pl.N) ? a.A[pl.d * pl.N + n] * kLog2e : 0.f;
     gh[s] = 0.f;
   }
-  BwdRows<T, LPR, S> rows;
+  BwdRows<T, LPR, S> rows(a, pl);
   BwdBC<T, LPR, S> bc;
   float dtsum = 0.f;
   if (pl.c_begin < pl.c_end) {
@@ -264,7 +273,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   using Flush = FlushShare<LPR, S, TS>;
   const Flush flush(a, pl);
 
-  BwdRows<T, LPR, S> rows;
+  BwdRows<T, LPR, S> rows(a, pl);
   BwdBC<T, LPR, S> bc;
   if (pl.c_begin < pl.c_end) {
     rows.load(a, pl, pl.c_end - 1, true);
