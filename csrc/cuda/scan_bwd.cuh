@@ -65,6 +65,14 @@ struct BwdRows {
   }
 };
 
+/// Row of state n in the backward's B/C tiles: a lane's s-th states are rows s·LPR + lane (the 8
+/// lanes of a row read 8 different rows with one 16-byte load each: consecutive rows, no bank
+/// conflicts, where n = lane·S + s would put lanes 4 apart in the same banks).
+template <int LPR, int S>
+__device__ __forceinline__ int bc_tile_row(int n) {
+  return (n % S) * LPR + n / S;
+}
+
 /// Loads the group's C (and B) tile of one chunk into registers / shared memory.
 template <typename T, int LPR, int S>
 struct BwdBC {
@@ -89,8 +97,9 @@ struct BwdBC {
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows;
       if (n < C::NP) {
-        if (s_B) st4(s_B + n * kTP + pl.q4, pB[k]);
-        st4(s_C + n * kTP + pl.q4, pC[k]);
+        const int row = bc_tile_row<LPR, S>(n);
+        if (s_B) st4(s_B + row * kTP + pl.q4, pB[k]);
+        st4(s_C + row * kTP + pl.q4, pC[k]);
       }
     }
   }
@@ -170,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
       const float4 gy4 = ld4(s_gy + pl.r * kTP + t0);
       float4 c4[S];
 #pragma unroll
-      for (int s = 0; s < S; ++s) c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+      for (int s = 0; s < S; ++s) c4[s] = ld4(s_C + (s * LPR + pl.ln) * kTP + t0);
 #pragma unroll
       for (int k = 3; k >= 0; --k) {
         const float dt = comp(dt4, k), gy = comp(gy4, k);
@@ -229,12 +238,13 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   constexpr int HS = kThreads * S;  // row stride of the state history
   constexpr int HROWS = kSub ? kTC / 4 : kTC + 1;
   extern __shared__ float4 smem4[];
-  float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] each
-  float *s_sd = s_u + C::RB * kTP;                // σ(delta + bias)
-  float *s_dt = s_sd + C::RB * kTP;
-  float *s_du = s_dt + C::RB * kTP;
-  float *s_gy = s_du + C::RB * kTP;
-  float *s_B = s_gy + C::RB * kTP;  // [NP][kTP]
+  constexpr int RP = C::BWD_ROW_STRIDE;
+  float *s_u = reinterpret_cast<float *>(smem4);  // [RB][RP] each
+  float *s_sd = s_u + C::RB * RP;                 // σ(delta + bias)
+  float *s_dt = s_sd + C::RB * RP;
+  float *s_du = s_dt + C::RB * RP;
+  float *s_gy = s_du + C::RB * RP;
+  float *s_B = s_gy + C::RB * RP;   // [NP][kTP], rows bc_tile_row(n)
   float *s_C = s_B + C::NP * kTP;   // [NP][kTP]
   // kSub: s_h[j] = state before step 4j (j < kTC/4); else s_h[t + 1] = state after step t.
   float *s_h = s_C + C::NP * kTP;
@@ -301,7 +311,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
           store_quad(gz + go, t, len, a.vec,
                      make_float4(gzf[0] * x.x, gzf[1] * x.y, gzf[2] * x.z, gzf[3] * x.w));
         }
-        const int o = rr * kTP + pl.q4;
+        const int o = rr * RP + pl.q4;
         st4(s_u + o, rows.pu[k]);
         st4(s_sd + o, make_float4(sd[0], sd[1], sd[2], sd[3]));
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
@@ -326,12 +336,12 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
     }
 #pragma unroll 2
     for (int t0 = 0; t0 < kTC; t0 += 4) {
-      const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
-      const float4 du4 = ld4(s_du + pl.r * kTP + t0);
+      const float4 dt4 = ld4(s_dt + pl.r * RP + t0);
+      const float4 du4 = ld4(s_du + pl.r * RP + t0);
       float4 b4[S];
 #pragma unroll
       for (int s = 0; s < S; ++s) {
-        b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
+        b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
         if (kSub) s_h[(t0 / 4) * HS + pl.tid * S + s] = h[s];
       }
 #pragma unroll
@@ -354,16 +364,16 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
 #pragma unroll
       for (int j0 = LPR - 4; j0 >= 0; j0 -= 4) {
         const int t0 = grp * LPR + j0;
-        const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
-        const float4 du4 = ld4(s_du + pl.r * kTP + t0);
-        const float4 gy4 = ld4(s_gy + pl.r * kTP + t0);
+        const float4 dt4 = ld4(s_dt + pl.r * RP + t0);
+        const float4 du4 = ld4(s_du + pl.r * RP + t0);
+        const float4 gy4 = ld4(s_gy + pl.r * RP + t0);
         float4 b4[S], c4[S];
         // kSub: the group's decays and states, recomputed from the state before step t0.
         float dAq[4][S], hq[5][S];
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-          b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
-          c4[s] = ld4(s_C + pl.n_of(s) * kTP + t0);
+          b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
+          c4[s] = ld4(s_C + (s * LPR + pl.ln) * kTP + t0);
           if (kSub) {
             hq[0][s] = s_h[(t0 / 4) * HS + pl.tid * S + s];
 #pragma unroll
@@ -406,7 +416,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
         const int t = grp * LPR + pl.ln;
         const int64_t tg = c * kTC + t;
         if (pl.valid && tg < pl.L) {
-          const int o = pl.r * kTP + t;
+          const int o = pl.r * RP + t;
           const float gyv = s_gy[o], dtv = s_dt[o], uv = s_u[o];
           const float gd = fmaf(Qu, uv, Qdt) * s_sd[o];
           gu_row[tg] = IO<T>::from_f(fmaf(gyv, dskip, Qu * dtv));

@@ -58,6 +58,9 @@ struct Cfg {
   // N ≤ 16 layouts with 8 lanes per row) that frees shared memory for a third block per SM.
   static constexpr int TS = LPR > 16 ? LPR : 16;
   static constexpr int TS_SHORT = LPR > 8 ? TS : 8;
+  /// Row stride (floats) of the backward's row tiles: ≡ LPR (mod 32), so that the RW rows of a warp
+  /// reading LPR consecutive steps each fall in different banks.
+  static constexpr int BWD_ROW_STRIDE = kTC + (LPR < 32 ? LPR : 4);
   /// Floats per step of the backward's dB/dC buffers ([TS][RB][NP], steps padded so that the
   /// flush's reads of neighbouring steps fall in different banks).
   static constexpr int DBC_STEP = RB * NP + (NP < 32 ? NP : 0);
@@ -67,7 +70,7 @@ struct Cfg {
   /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
   /// history: row and B/C tiles, state history, dB/dC buffers.
   static constexpr int bwd_floats(int ts, bool sub) {
-    return (5 * RB + 2 * NP) * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * DBC_STEP;
+    return 5 * RB * BWD_ROW_STRIDE + 2 * NP * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * DBC_STEP;
   }
 };
 
