@@ -10,10 +10,9 @@
 // WM_SCAN_FWD_SYNC = 1/0: forward prefetching one chunk into registers, or cp.async stages;
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory;
 // WM_SCAN_BWD_FLUSH = 8: backward summing dB/dC every 8 steps instead of 16 (8 lanes per row).
-// Defaults are the fastest measured on the H200 (BENCHMARKS.md): float32 = register prefetch
-// forward, and two states per lane backward with the short flush and at least 49152 backward
-// threads; bfloat16 = cp.async forward and one state per lane backward with at least 65536
-// backward threads.
+// Defaults are the fastest measured on the H200 (BENCHMARKS.md): forward with register prefetch
+// (float32) or cp.async stages (bfloat16); backward with two states per lane, the short flush and
+// at least 49152 threads (both dtypes).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -33,9 +32,8 @@ using cuda::ScanArgs;
 
 /// Default of WM_SCAN_MIN_THREADS: (16, 128, L) with N = 16 already has this many lanes.
 constexpr int64_t kDefaultMinThreads = 32768;
-constexpr int64_t kDefaultBwdMinThreadsBf16 = 65536;
-/// float32 backward (8 lanes per row, 3 blocks per SM with the short flush): 3 segments there.
-constexpr int64_t kDefaultBwdMinThreadsF32 = 49152;
+/// Backward (8 lanes per row, 3 blocks per SM with the short flush): 3 segments there.
+constexpr int64_t kDefaultBwdMinThreads = 49152;
 constexpr int64_t kMaxGridYZ = 65535;
 
 int64_t env_int(const char *name, int64_t fallback) {
@@ -77,20 +75,18 @@ ScanArgs make_args(const Inputs &in, bool backward) {
   a.dtype = io == at::kBFloat16 ? cuda::ScanDType::BF16 : cuda::ScanDType::F32;
   const bool bf16 = io == at::kBFloat16;
   const char *wide = backward ? "WM_SCAN_BWD_WIDE" : "WM_SCAN_FWD_WIDE";
-  a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", backward && !bf16) != 0);
+  a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", backward) != 0);
   a.fwd_sync = env_int("WM_SCAN_FWD_SYNC", bf16 ? 0 : 1) != 0;
   a.bwd_full_history = env_int("WM_SCAN_BWD_FULL_HISTORY", 0) != 0;
-  a.bwd_short_flush = env_int("WM_SCAN_BWD_FLUSH", bf16 ? 16 : 8) == 8;
+  a.bwd_short_flush = env_int("WM_SCAN_BWD_FLUSH", 8) == 8;
 
   // Segments of whole chunks (see scan_common.cuh).
   a.n_chunks = (a.len + cuda::kScanChunk - 1) / cuda::kScanChunk;
   int64_t n_seg = env_int("WM_SCAN_SEGMENTS", 0);
   if (n_seg <= 0) {
     const char *min_name = backward ? "WM_SCAN_BWD_MIN_THREADS" : "WM_SCAN_FWD_MIN_THREADS";
-    const int64_t fallback = !backward ? kDefaultMinThreads
-                             : bf16    ? kDefaultBwdMinThreadsBf16
-                                       : kDefaultBwdMinThreadsF32;
-    const int64_t min_threads = knob(min_name, "WM_SCAN_MIN_THREADS", fallback);
+    const int64_t min_threads = knob(min_name, "WM_SCAN_MIN_THREADS",
+                                     backward ? kDefaultBwdMinThreads : kDefaultMinThreads);
     const int64_t threads = a.batch * a.dim * a.cfg.lanes;
     // A segmented forward pays a pass 1 of ~1/3 of the scan: once it must split, it splits
     // into enough segments for twice the minimum (4 blocks per SM fit them in one wave).
