@@ -15,12 +15,13 @@
 
 namespace wm::cuda::scan_detail {
 
-/// The per-row tiles of the backward: raw loads of one chunk (this thread's quads, see Place), and
-/// what the kernels derive from them. Used by both backward kernels.
+/// The per-row tiles of the backward: raw loads of one chunk (this thread's quads, see Place, in
+/// the io dtype until used), and what the kernels derive from them. Used by both backward kernels.
 template <typename T, int LPR, int S>
 struct BwdRows {
   using C = Cfg<LPR, S>;
-  float4 pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS], pg[C::ROW_UNITS];
+  using Raw = typename IO<T>::Raw4;
+  Raw pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS], pg[C::ROW_UNITS];
   // gout (any strides): element offset of this thread's first quad (row d0 + ur, t = q4), and
   // from one of its tile rows to the next.
   int64_t g_off = 0, g_unit = 0;
@@ -31,6 +32,13 @@ struct BwdRows {
               pl.q4 * a.gout_stride[2];
       g_unit = kUnitRows * a.gout_stride[1];
     }
+  }
+  /// Unit k's quads as float32: u, delta, z, gout.
+  __device__ void unpack(int k, float4 &u, float4 &d, float4 &z, float4 &g) const {
+    u = IO<T>::unpack(pu[k]);
+    d = IO<T>::unpack(pd[k]);
+    z = IO<T>::unpack(pz[k]);
+    g = IO<T>::unpack(pg[k]);
   }
   /// Whether unit k covers a row of the tile (rows past rows_valid are zero).
   __device__ static bool in_tile(const Place<LPR, S> &pl, int k) {
@@ -47,18 +55,17 @@ struct BwdRows {
     const T *delta = static_cast<const T *>(a.delta);
     const T *zp = static_cast<const T *>(a.z);
     const T *gout = static_cast<const T *>(a.gout);
-    const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
     const int64_t t = c * kTC, len = pl.L - pl.q4;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      pu[k] = pd[k] = pz[k] = pg[k] = zero4;
+      pu[k] = pd[k] = pz[k] = pg[k] = IO<T>::raw_zero();
       if (pl.ur + k * kUnitRows < pl.rows_valid) {
         const int64_t o = pl.row_off + k * pl.unit_stride;
-        if (need_u) pu[k] = load_quad(u + o, t, len, 1, a.vec);
-        pd[k] = load_quad(delta + o, t, len, 1, a.vec);
-        if (zp) pz[k] = load_quad(zp + o, t, len, 1, a.vec);
+        if (need_u) pu[k] = load_quad_raw(u + o, t, len, 1, a.vec);
+        pd[k] = load_quad_raw(delta + o, t, len, 1, a.vec);
+        if (zp) pz[k] = load_quad_raw(zp + o, t, len, 1, a.vec);
         if (gout) {
-          pg[k] = load_quad(gout + g_off + k * g_unit, t, len, a.gout_stride[2], a.gout_vec);
+          pg[k] = load_quad_raw(gout + g_off + k * g_unit, t, len, a.gout_stride[2], a.gout_vec);
         }
       }
     }
@@ -77,18 +84,17 @@ __device__ __forceinline__ int bc_tile_row(int n) {
 template <typename T, int LPR, int S>
 struct BwdBC {
   using C = Cfg<LPR, S>;
-  float4 pB[C::BC_UNITS], pC[C::BC_UNITS];
+  typename IO<T>::Raw4 pB[C::BC_UNITS], pC[C::BC_UNITS];
 
   __device__ void load(const ScanArgs &a, const Place<LPR, S> &pl, int64_t c, bool need_b) {
-    const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
     const int64_t t = c * kTC, len = pl.L - pl.q4;
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      pB[k] = pC[k] = zero4;
+      pB[k] = pC[k] = IO<T>::raw_zero();
       if (pl.ur + k * kUnitRows < pl.N) {
         const int64_t o = pl.bc_off + k * pl.unit_stride;
-        if (need_b) pB[k] = load_quad(static_cast<const T *>(a.Bm) + o, t, len, 1, a.vec);
-        pC[k] = load_quad(static_cast<const T *>(a.Cm) + o, t, len, 1, a.vec);
+        if (need_b) pB[k] = load_quad_raw(static_cast<const T *>(a.Bm) + o, t, len, 1, a.vec);
+        pC[k] = load_quad_raw(static_cast<const T *>(a.Cm) + o, t, len, 1, a.vec);
       }
     }
   }
@@ -98,8 +104,8 @@ struct BwdBC {
       const int n = pl.ur + k * kUnitRows;
       if (n < C::NP) {
         const int row = bc_tile_row<LPR, S>(n);
-        if (s_B) st4(s_B + row * kTP + pl.q4, pB[k]);
-        st4(s_C + row * kTP + pl.q4, pC[k]);
+        if (s_B) st4(s_B + row * kTP + pl.q4, IO<T>::unpack(pB[k]));
+        st4(s_C + row * kTP + pl.q4, IO<T>::unpack(pC[k]));
       }
     }
   }
@@ -155,11 +161,13 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
         const bool row_ok = rr < pl.rows_valid;
         const int64_t left = pl.L - c * kTC - pl.q4;
         const float bias = rows.bias(a, pl, k);
+        float4 u4, d4, z4, g4;
+        rows.unpack(k, u4, d4, z4, g4);
         float dt[4], gy[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float sd, gzf;
-          derive(comp(rows.pd[k], e) + bias, comp(rows.pz[k], e), comp(rows.pg[k], e),
+          derive(comp(d4, e) + bias, comp(z4, e), comp(g4, e),
                  a.softplus, has_z, row_ok && e < left, dt[e], sd, gy[e], gzf);
         }
         const int o = rr * kTP + pl.q4;
@@ -298,12 +306,14 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
         const bool row_ok = rr < pl.rows_valid;
         const int64_t left = pl.L - c * kTC - pl.q4;
         const float bias = rows.bias(a, pl, k);
+        float4 u4, d4, z4, g4;
+        rows.unpack(k, u4, d4, z4, g4);
         float dt[4], sd[4], gy[4], du[4], gzf[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          derive(comp(rows.pd[k], e) + bias, comp(rows.pz[k], e), comp(rows.pg[k], e),
-                 a.softplus, has_z, row_ok && e < left, dt[e], sd[e], gy[e], gzf[e]);
-          du[e] = dt[e] * comp(rows.pu[k], e);
+          derive(comp(d4, e) + bias, comp(z4, e), comp(g4, e), a.softplus, has_z,
+                 row_ok && e < left, dt[e], sd[e], gy[e], gzf[e]);
+          du[e] = dt[e] * comp(u4, e);
         }
         if (has_z && row_ok) {  // gz = gzf·x, straight to global memory
           const int64_t go = pl.row_off + k * pl.unit_stride, t = c * kTC, len = pl.L - pl.q4;
@@ -312,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
                      make_float4(gzf[0] * x.x, gzf[1] * x.y, gzf[2] * x.z, gzf[3] * x.w));
         }
         const int o = rr * RP + pl.q4;
-        st4(s_u + o, rows.pu[k]);
+        st4(s_u + o, u4);
         st4(s_sd + o, make_float4(sd[0], sd[1], sd[2], sd[3]));
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
         st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));

@@ -192,16 +192,24 @@ __device__ __forceinline__ void stage_quad(T *dst, const T *row, int64_t t, int6
   }
 }
 
-/// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`.
-/// `vec`: the row is aligned for a 4-element vector load and stride == 1.
+/// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`, as
+/// loaded (IO<T>::unpack converts). `vec`: the row is aligned for a 4-element vector load and
+/// stride == 1.
+template <typename T>
+__device__ __forceinline__ typename IO<T>::Raw4 load_quad_raw(const T *row, int64_t t, int64_t len,
+                                                              int64_t stride, bool vec) {
+  if (vec && t + 3 < len) return IO<T>::load_raw4(row + t);
+  T v[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = t + k < len ? row[(t + k) * stride] : IO<T>::zero();
+  return IO<T>::pack(v);
+}
+
+/// load_quad_raw, converted to float32.
 template <typename T>
 __device__ __forceinline__ float4 load_quad(const T *row, int64_t t, int64_t len, int64_t stride,
                                             bool vec) {
-  if (vec && t + 3 < len) return IO<T>::load4(row + t);
-  float v[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) v[k] = t + k < len ? IO<T>::to_f(row[(t + k) * stride]) : 0.f;
-  return make_float4(v[0], v[1], v[2], v[3]);
+  return IO<T>::unpack(load_quad_raw(row, t, len, stride, vec));
 }
 
 /// Stores four consecutive time steps t..t+3 of one contiguous row, skipping those past `len`.

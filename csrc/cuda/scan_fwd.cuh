@@ -59,9 +59,11 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
   }
   const float dskip = (!kLocal && pl.valid && a.D_skip) ? a.D_skip[pl.d] : 0.f;
 
-  // Prefetch registers: the next chunk's raw tiles.
-  float4 pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS];
-  float4 pB[C::BC_UNITS], pC[C::BC_UNITS];
+  // Prefetch registers: the next chunk's raw tiles (io dtype: converted where staged).
+  using Raw = typename IO<T>::Raw4;
+  Raw pu[C::ROW_UNITS], pd[C::ROW_UNITS], pz[C::ROW_UNITS];
+  Raw pB[C::BC_UNITS], pC[C::BC_UNITS];
+  const Raw raw0 = IO<T>::raw_zero();
   const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
 
   // Staging: this thread's quads start at these rows / states (see Place).
@@ -77,21 +79,21 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     const int64_t t = c * kTC;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      pu[k] = pd[k] = pz[k] = zero4;
+      pu[k] = pd[k] = pz[k] = raw0;
       if (pl.ur + k * kUnitRows < pl.rows_valid) {
         const int64_t o = pl.row_off + k * pl.unit_stride;
-        pu[k] = load_quad(u + o, t, len, 1, vec);
-        pd[k] = load_quad(delta + o, t, len, 1, vec);
-        if (zp) pz[k] = load_quad(zp + o, t, len, 1, vec);
+        pu[k] = load_quad_raw(u + o, t, len, 1, vec);
+        pd[k] = load_quad_raw(delta + o, t, len, 1, vec);
+        if (zp) pz[k] = load_quad_raw(zp + o, t, len, 1, vec);
       }
     }
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
-      pB[k] = pC[k] = zero4;
+      pB[k] = pC[k] = raw0;
       if (pl.ur + k * kUnitRows < pl.N) {
         const int64_t o = pl.bc_off + k * pl.unit_stride;
-        pB[k] = load_quad(Bm + o, t, len, 1, vec);
-        if (!kLocal) pC[k] = load_quad(Cm + o, t, len, 1, vec);
+        pB[k] = load_quad_raw(Bm + o, t, len, 1, vec);
+        if (!kLocal) pC[k] = load_quad_raw(Cm + o, t, len, 1, vec);
       }
     }
   };
@@ -136,20 +138,20 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
       const int rr = pl.ur + k * kUnitRows, o = rr * kTC + pl.q4;
-      pu[k] = pd[k] = pz[k] = zero4;
+      pu[k] = pd[k] = pz[k] = raw0;
       if (rr < C::RB) {
-        pu[k] = IO<T>::load4(r_u + o);
-        pd[k] = IO<T>::load4(r_d + o);
-        if (zp && rr < pl.rows_valid) pz[k] = IO<T>::load4(r_z + o);
+        pu[k] = IO<T>::load_raw4(r_u + o);
+        pd[k] = IO<T>::load_raw4(r_d + o);
+        if (zp && rr < pl.rows_valid) pz[k] = IO<T>::load_raw4(r_z + o);
       }
     }
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows, o = n * kTC + pl.q4;
-      pB[k] = pC[k] = zero4;
+      pB[k] = pC[k] = raw0;
       if (n < C::NP) {
-        pB[k] = IO<T>::load4(r_B + o);
-        if (!kLocal) pC[k] = IO<T>::load4(r_C + o);
+        pB[k] = IO<T>::load_raw4(r_B + o);
+        if (!kLocal) pC[k] = IO<T>::load_raw4(r_C + o);
       }
     }
   };
@@ -161,10 +163,11 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
       const int rr = pl.ur + k * kUnitRows;
       if (rr < C::RB) {
         const bool row_ok = rr < pl.rows_valid;
+        const float4 u4 = IO<T>::unpack(pu[k]), d4 = IO<T>::unpack(pd[k]);
         float dt[4], du[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float x = comp(pd[k], e) + bias[k];
+          const float x = comp(d4, e) + bias[k];
           float v = x;
           if (a.softplus) {
             float sig;
@@ -172,14 +175,14 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
           }
           const bool in = row_ok && t + e < len;
           dt[e] = in ? v : 0.f;
-          du[e] = dt[e] * comp(pu[k], e);
+          du[e] = dt[e] * comp(u4, e);
         }
         const int o = rr * kTP + pl.q4;
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
         st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));
         if (!kLocal) {
-          st4(s_u + o, pu[k]);
-          st4(s_z + o, pz[k]);
+          st4(s_u + o, u4);
+          st4(s_z + o, IO<T>::unpack(pz[k]));
         }
       }
     }
@@ -187,8 +190,8 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows;
       if (n < C::NP) {
-        st4(s_B + n * kTP + pl.q4, pB[k]);
-        if (!kLocal) st4(s_C + n * kTP + pl.q4, pC[k]);
+        st4(s_B + n * kTP + pl.q4, IO<T>::unpack(pB[k]));
+        if (!kLocal) st4(s_C + n * kTP + pl.q4, IO<T>::unpack(pC[k]));
       }
     }
   };
