@@ -5,7 +5,7 @@
 # "default" = none). JSON lines go to $OUT/bench.jsonl, logs to $OUT/, a table to stdout.
 #   scripts/gpu-scan.sh                      # tests + benchmarks, default settings
 #   SKIP_TESTS=1 VARIANTS="default,WM_SCAN_WIDE=1" scripts/gpu-scan.sh
-#   TEST_VARIANTS="default,WM_SCAN_FWD_SYNC=1" PROFILE="16,128,16384,bf16" BIN=other/wavemamba …
+#   TEST_VARIANTS="default,WM_SCAN_BWD_WIDE=0" PROFILE="16,128,16384,bf16" BIN=other/wavemamba …
 #   SKIP_TESTS=1 BINS="old/wavemamba gpu-bundle/wavemamba" scripts/gpu-scan.sh   # two builds, one run
 set -uo pipefail
 cd "$(dirname "$0")/.."

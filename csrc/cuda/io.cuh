@@ -23,7 +23,6 @@ struct IO<float> {
   __device__ static Raw4 load_raw4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
   __device__ static Raw4 pack(const float (&v)[4]) { return make_float4(v[0], v[1], v[2], v[3]); }
   __device__ static float4 unpack(Raw4 r) { return r; }
-  __device__ static float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
   __device__ static void store4(float *p, float4 v) { *reinterpret_cast<float4 *>(p) = v; }
 };
 
@@ -42,7 +41,6 @@ struct IO<__nv_bfloat16> {
     memcpy(&raw, v, sizeof raw);
     return raw;
   }
-  __device__ static float4 load4(const __nv_bfloat16 *p) { return unpack(load_raw4(p)); }
   __device__ static float4 unpack(Raw4 raw) {
     __nv_bfloat162 lo, hi;
     memcpy(&lo, &raw.x, 4);

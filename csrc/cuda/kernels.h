@@ -52,9 +52,8 @@ struct ScanArgs {
   ScanConfig cfg;
   // Rows of u, delta, z, out, B, C (and gu, gdelta, gz) start 4-element aligned: vector loads.
   bool vec = false;
-  // Variants: forward with register prefetch of one chunk instead of cp.async stages (the
-  // driver's default for float32); backward keeping every state of a chunk instead of every 4th.
-  bool fwd_sync = false, bwd_full_history = false;
+  // Variant: backward keeping every state of a chunk instead of every 4th.
+  bool bwd_full_history = false;
   // Backward flushing dB/dC every 8 steps instead of 16 (8 lanes per row only): less shared memory.
   bool bwd_short_flush = false;
   // Inputs (io dtype unless noted).

@@ -112,25 +112,6 @@ __device__ __forceinline__ void softplus_sigmoid(float x, float &sp, float &sig)
 /// σ(x) = 1 / (1 + e^−x) (→ 0 for very negative x: rcp(inf) = 0).
 __device__ __forceinline__ float sigmoid(float x) { return rcp(1.f + ex2(-x * kLog2e)); }
 
-// ---- cp.async (global → shared without registers) -------------------------------------------
-
-__device__ __forceinline__ void cp_async(void *smem, const void *gmem, int src_bytes,
-                                         int cp_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if (cp_bytes == 16) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes));
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes));
-  }
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 template <int K>
 __device__ __forceinline__ float comp(const float4 &v) {
   static_assert(K >= 0 && K < 4, "component");
@@ -173,23 +154,6 @@ __device__ __forceinline__ float row_sum(float v) {
 #pragma unroll
   for (int off = LPR / 2; off >= 1; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
-}
-
-/// Stages one quad (4 consecutive steps of a row, zero past `len`) into shared memory: cp.async
-/// when the row is vector-aligned (no registers held while in flight), else a plain load + store.
-template <typename T>
-__device__ __forceinline__ void stage_quad(T *dst, const T *row, int64_t t, int64_t len, bool vec) {
-  if (vec) {
-    const int64_t left = len - t;
-    const int n = left <= 0 ? 0 : (left >= 4 ? 4 : static_cast<int>(left));
-    cp_async(dst, n > 0 ? row + t : row, n * static_cast<int>(sizeof(T)),
-             4 * static_cast<int>(sizeof(T)));
-  } else {
-    float v[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = t + k < len ? IO<T>::to_f(row[t + k]) : 0.f;
-    IO<T>::store4(dst, make_float4(v[0], v[1], v[2], v[3]));
-  }
 }
 
 /// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`, as
@@ -275,7 +239,7 @@ struct Place {
   __device__ int n_of(int s) const { return ln * S + s; }
 };
 
-template <typename T, int LPR, int S, bool kLocal, bool kAsync, bool kDense>
+template <typename T, int LPR, int S, bool kLocal, bool kDense>
 __global__ void scan_fwd_kernel(const ScanArgs a);
 template <typename T, int LPR, int S>
 __global__ void scan_bwd_local_kernel(const ScanArgs a);

@@ -8,18 +8,14 @@ namespace wm::cuda::scan_detail {
 
 /// kLocal = false: the scan proper (out, ckpt, last). kLocal = true: segmented pass 1 (each
 /// segment from zero; end state and Σdt into seg_state / seg_dtsum; no output).
-/// kAsync: the raw tiles of the next kStages − 1 chunks are in flight (cp.async into shared
-/// memory) while a chunk is scanned; else the next chunk is prefetched into registers.
+/// The next chunk's raw tiles are prefetched into registers while a chunk is scanned.
 /// kDense: compiled for 4 blocks per SM (≤ 128 registers) for grids of more than 3 blocks per SM
 /// (many rows, or long sequences split into many segments); else no register cap (fastest when
 /// the grid is small). 32 lanes per row (N > 16): never capped.
-template <typename T, int LPR, int S, bool kLocal, bool kAsync, bool kDense>
+template <typename T, int LPR, int S, bool kLocal, bool kDense>
 __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     scan_fwd_kernel(const ScanArgs a) {
   using C = Cfg<LPR, S>;
-  constexpr int kStages = 3;
-  constexpr int kRowTile = C::RB * kTC, kBCTile = C::NP * kTC;  // raw tile sizes (elements)
-  constexpr int kStageElems = 3 * kRowTile + 2 * kBCTile;
   extern __shared__ float4 smem4[];
   float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] u
   float *s_z = s_u + C::RB * kTP;                 // [RB][kTP] z
@@ -27,8 +23,6 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
   float *s_du = s_dt + C::RB * kTP;               // [RB][kTP] dt·u
   float *s_B = s_du + C::RB * kTP;                // [NP][kTP]
   float *s_C = s_B + C::NP * kTP;                 // [NP][kTP]
-  // kAsync: kStages raw stages of [u | delta | z | B | C] in the io dtype, after the tiles.
-  T *raw = reinterpret_cast<T *>(s_C + C::NP * kTP);
 
   const Place<LPR, S> pl(a);
   // Pass 1: no later segment starts from the last one's end state.
@@ -98,64 +92,6 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     }
   };
 
-  // kAsync: start copying chunk c into raw stage `stage` (nothing held in registers).
-  auto issue = [&](int64_t c, int stage) {
-    T *r_u = raw + stage * kStageElems, *r_d = r_u + kRowTile, *r_z = r_d + kRowTile;
-    T *r_B = r_z + kRowTile, *r_C = r_B + kBCTile;
-    const int64_t t = c * kTC;
-#pragma unroll
-    for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int rr = pl.ur + k * kUnitRows, o = rr * kTC + pl.q4;
-      if (rr >= C::RB) continue;
-      if (rr < pl.rows_valid) {
-        const int64_t src = pl.row_off + k * pl.unit_stride;
-        stage_quad(r_u + o, u + src, t, len, vec);
-        stage_quad(r_d + o, delta + src, t, len, vec);
-        if (zp) stage_quad(r_z + o, zp + src, t, len, vec);
-      } else {
-        IO<T>::store4(r_u + o, zero4);
-        IO<T>::store4(r_d + o, zero4);
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int n = pl.ur + k * kUnitRows, o = n * kTC + pl.q4;
-      if (n >= C::NP) continue;
-      if (n < pl.N) {
-        const int64_t src = pl.bc_off + k * pl.unit_stride;
-        stage_quad(r_B + o, Bm + src, t, len, vec);
-        if (!kLocal) stage_quad(r_C + o, Cm + src, t, len, vec);
-      } else {
-        IO<T>::store4(r_B + o, zero4);
-        if (!kLocal) IO<T>::store4(r_C + o, zero4);
-      }
-    }
-  };
-  // kAsync: the landed raw stage into the prefetch registers (same layout as load()).
-  auto fetch = [&](int stage) {
-    const T *r_u = raw + stage * kStageElems, *r_d = r_u + kRowTile, *r_z = r_d + kRowTile;
-    const T *r_B = r_z + kRowTile, *r_C = r_B + kBCTile;
-#pragma unroll
-    for (int k = 0; k < C::ROW_UNITS; ++k) {
-      const int rr = pl.ur + k * kUnitRows, o = rr * kTC + pl.q4;
-      pu[k] = pd[k] = pz[k] = raw0;
-      if (rr < C::RB) {
-        pu[k] = IO<T>::load_raw4(r_u + o);
-        pd[k] = IO<T>::load_raw4(r_d + o);
-        if (zp && rr < pl.rows_valid) pz[k] = IO<T>::load_raw4(r_z + o);
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < C::BC_UNITS; ++k) {
-      const int n = pl.ur + k * kUnitRows, o = n * kTC + pl.q4;
-      pB[k] = pC[k] = raw0;
-      if (n < C::NP) {
-        pB[k] = IO<T>::load_raw4(r_B + o);
-        if (!kLocal) pC[k] = IO<T>::load_raw4(r_C + o);
-      }
-    }
-  };
-
   auto store = [&](int64_t c) {
     const int64_t t = c * kTC;
 #pragma unroll
@@ -199,33 +135,12 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
   T *out = kLocal ? nullptr : static_cast<T *>(a.out) + pl.row * pl.L;  // this lane's row
   T *xs = (kLocal || a.x == nullptr) ? nullptr : static_cast<T *>(a.x) + pl.row * pl.L;
   float dtsum = 0.f;
-  if constexpr (kAsync) {
-#pragma unroll
-    for (int i = 0; i < kStages - 1; ++i) {
-      if (pl.c_begin + i < pl.c_end) issue(pl.c_begin + i, i);
-      cp_async_commit();
-    }
-  } else {
-    if (pl.c_begin < pl.c_end) load(pl.c_begin);
-  }
+  if (pl.c_begin < pl.c_end) load(pl.c_begin);
   for (int64_t c = pl.c_begin; c < pl.c_end; ++c) {
-    if constexpr (kAsync) {
-      cp_async_wait<kStages - 2>();  // this thread's copies of chunk c have landed
-      __syncthreads();               // everyone's; and the previous chunk's scan is done
-      fetch(static_cast<int>((c - pl.c_begin) % kStages));
-      store(c);
-      __syncthreads();
-      // The stage read just before the previous scan is free again.
-      if (c + kStages - 1 < pl.c_end) {
-        issue(c + kStages - 1, static_cast<int>((c - pl.c_begin + kStages - 1) % kStages));
-      }
-      cp_async_commit();
-    } else {
-      __syncthreads();
-      store(c);
-      __syncthreads();
-      if (c + 1 < pl.c_end) load(c + 1);
-    }
+    __syncthreads();
+    store(c);
+    __syncthreads();
+    if (c + 1 < pl.c_end) load(c + 1);
     if (!kLocal && a.ckpt && pl.valid) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
@@ -294,10 +209,9 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
 }
 
 /// The forward kernel for a launch: dense (4 blocks per SM) or not.
-template <typename T, int LPR, int S, bool kLocal, bool kAsync>
+template <typename T, int LPR, int S, bool kLocal>
 auto fwd_kernel(bool dense) {
-  return dense ? scan_fwd_kernel<T, LPR, S, kLocal, kAsync, true>
-               : scan_fwd_kernel<T, LPR, S, kLocal, kAsync, false>;
+  return dense ? scan_fwd_kernel<T, LPR, S, kLocal, true> : scan_fwd_kernel<T, LPR, S, kLocal, false>;
 }
 
 template <typename T>
@@ -314,16 +228,8 @@ struct FwdLauncher {
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (e != cudaSuccess) return e;
     const bool dense = bx * a.batch * a.n_seg > 3 * static_cast<int64_t>(sms);
-    if (a.fwd_sync) {
-      return local ? launch(fwd_kernel<T, LPR, S, true, false>(dense), a, bx, C::FWD_FLOATS, stream)
-                   : launch(fwd_kernel<T, LPR, S, false, false>(dense), a, bx, C::FWD_FLOATS, stream);
-    }
-    // Raw stages: 3 × (3 row tiles + 2 B/C tiles) in T, rounded up to floats.
-    constexpr int raw_floats =
-        (3 * (3 * C::RB * kTC + 2 * C::NP * kTC) * static_cast<int>(sizeof(T)) + 3) / 4;
-    const int floats = C::FWD_FLOATS + raw_floats;
-    return local ? launch(fwd_kernel<T, LPR, S, true, true>(dense), a, bx, floats, stream)
-                 : launch(fwd_kernel<T, LPR, S, false, true>(dense), a, bx, floats, stream);
+    return local ? launch(fwd_kernel<T, LPR, S, true>(dense), a, bx, C::FWD_FLOATS, stream)
+                 : launch(fwd_kernel<T, LPR, S, false>(dense), a, bx, C::FWD_FLOATS, stream);
   }
 };
 

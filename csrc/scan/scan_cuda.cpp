@@ -7,12 +7,10 @@
 // rows × lanes × segments reaches this many threads (the forward, once it splits, twice as many);
 // WM_SCAN_SEGMENTS forces a segment count;
 // WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1/0: two states per lane for N ≤ 16, or one;
-// WM_SCAN_FWD_SYNC = 1/0: forward prefetching one chunk into registers, or cp.async stages;
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory;
 // WM_SCAN_BWD_FLUSH = 8: backward summing dB/dC every 8 steps instead of 16 (8 lanes per row).
-// Defaults are the fastest measured on the H200 (BENCHMARKS.md): forward with register prefetch
-// (float32) or cp.async stages (bfloat16); backward with two states per lane, the short flush and
-// at least 49152 threads (both dtypes).
+// Defaults are the fastest measured on the H200 (BENCHMARKS.md): one state per lane forward; two
+// states per lane backward, with the short flush and at least 49152 threads.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -73,10 +71,8 @@ ScanArgs make_args(const Inputs &in, bool backward) {
               ", got ", a.batch);
   a.softplus = in.softplus;
   a.dtype = io == at::kBFloat16 ? cuda::ScanDType::BF16 : cuda::ScanDType::F32;
-  const bool bf16 = io == at::kBFloat16;
   const char *wide = backward ? "WM_SCAN_BWD_WIDE" : "WM_SCAN_FWD_WIDE";
   a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", backward) != 0);
-  a.fwd_sync = env_int("WM_SCAN_FWD_SYNC", bf16 ? 0 : 1) != 0;
   a.bwd_full_history = env_int("WM_SCAN_BWD_FULL_HISTORY", 0) != 0;
   a.bwd_short_flush = env_int("WM_SCAN_BWD_FLUSH", 8) == 8;
 
