@@ -7,15 +7,20 @@
 //! source sample rate (u32), samples (u64), 32 bytes reserved; then the samples. Entries are
 //! written to a temporary name and renamed, and the length is checked on every read, so an
 //! interrupted run never leaves an entry that is used half-written.
+//!
+//! [`build_cache`] looks up every file of a dataset, decoding the misses on worker threads behind a
+//! progress bar.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
-use super::discover::fnv1a;
+use super::discover::{fnv1a, Candidate};
+use super::{AudioFile, DatasetOptions, Skipped};
 use crate::audio::read_audio;
 use crate::{Error, Result};
 
@@ -210,4 +215,123 @@ pub(super) fn read_samples(
         *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
     Ok(())
+}
+
+/// Looks every candidate up in the cache, decoding misses on `opts.workers` threads.
+pub(super) fn build_cache(
+    candidates: &[Candidate],
+    cache_dir: &Path,
+    opts: &DatasetOptions,
+) -> Result<Built> {
+    let n = candidates.len();
+    let workers = match opts.workers {
+        0 => std::thread::available_parallelism().map_or(1, |p| p.get()),
+        w => w,
+    }
+    .clamp(1, n.max(1));
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new(n as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} caching audio {pos}/{len} [{bar:30}] {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<Lookup>>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let c = &candidates[i];
+                let r = lookup(&c.path, opts.sample_rate, cache_dir);
+                match &r {
+                    Ok(Lookup::Bad(..)) if opts.strict => stop.store(true, Ordering::Relaxed),
+                    Ok(Lookup::Bad(reason, _)) if opts.warn => {
+                        bar.suspend(|| {
+                            eprintln!("warning: skipping {}: {reason}", c.path.display())
+                        });
+                    }
+                    Err(_) => stop.store(true, Ordering::Relaxed),
+                    _ => {}
+                }
+                if let Ok(mut res) = results.lock() {
+                    res[i] = Some(r);
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut files = Vec::with_capacity(n);
+    let mut skipped = Vec::new();
+    let mut decoded = 0;
+    let mut from_cache = 0;
+    for (c, r) in candidates.iter().zip(results) {
+        let entry = match r {
+            None => continue, // not reached: stopped by an error reported below
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Lookup::Bad(reason, remembered))) => {
+                from_cache += usize::from(remembered);
+                if opts.strict {
+                    return Err(Error::Audio {
+                        path: c.path.clone(),
+                        reason,
+                    });
+                }
+                skipped.push(Skipped {
+                    path: c.path.clone(),
+                    reason,
+                });
+                continue;
+            }
+            Some(Ok(Lookup::Hit(e))) => {
+                from_cache += 1;
+                e
+            }
+            Some(Ok(Lookup::Decoded(e))) => {
+                decoded += 1;
+                e
+            }
+        };
+        files.push(AudioFile {
+            path: c.path.clone(),
+            rel: c.rel.clone(),
+            split: c.split,
+            class: c.class.clone(),
+            samples: entry.samples,
+            source_rate: entry.source_rate,
+            cache_path: entry.cache_path,
+        });
+    }
+    if !skipped.is_empty() && opts.warn {
+        eprintln!(
+            "warning: skipped {} of {} files as unusable (see the warnings above)",
+            skipped.len(),
+            n
+        );
+    }
+    Ok(Built {
+        files,
+        skipped,
+        decoded,
+        from_cache,
+    })
+}
+
+/// What [`build_cache`] produced.
+pub(super) struct Built {
+    pub files: Vec<AudioFile>,
+    pub skipped: Vec<Skipped>,
+    pub decoded: usize,
+    pub from_cache: usize,
 }

@@ -31,6 +31,8 @@ pub use session::{run_live, run_live_with, LiveReport, Report};
 
 use std::path::PathBuf;
 
+use crate::{Error, Result};
+
 /// What live mode does with the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -43,14 +45,14 @@ pub enum Mode {
 }
 
 impl std::str::FromStr for Mode {
-    type Err = crate::Error;
+    type Err = Error;
 
     fn from_str(s: &str) -> crate::Result<Mode> {
         match s {
             "denoise" => Ok(Mode::Denoise),
             "continue" => Ok(Mode::Continue),
             "passthrough" => Ok(Mode::Passthrough),
-            other => Err(crate::Error::InvalidArgument {
+            other => Err(Error::InvalidArgument {
                 name: "mode",
                 reason: format!("unknown mode '{other}' (denoise, continue, passthrough)"),
             }),
@@ -124,5 +126,49 @@ impl LiveOptions {
             realtime_priority: false,
             continue_options: ContinueOptions::default(),
         }
+    }
+
+    /// Checks the values a user can get wrong (before any device or model is opened).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the CLI option.
+    pub fn check(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
+        if let Some(s) = self.seconds {
+            if !(s > 0.0 && s.is_finite()) {
+                return bad("seconds", format!("must be > 0, got {s}"));
+            }
+        }
+        if !(self.max_latency_ms > 0.0 && self.max_latency_ms.is_finite()) {
+            return bad(
+                "max-latency-ms",
+                format!("must be > 0, got {}", self.max_latency_ms),
+            );
+        }
+        if let Some(j) = self.jitter_ms {
+            if !(0.0..=1000.0).contains(&j) {
+                return bad("jitter-ms", format!("must be in 0..=1000, got {j}"));
+            }
+        }
+        if self.buffer_frames == Some(0) {
+            return bad("buffer", "must be ≥ 1 frame".into());
+        }
+        if let Some(r) = self.rate {
+            crate::audio::check_sample_rate("rate", r)?;
+        }
+        if self.lossless && self.input_file.is_none() && self.seconds.is_none() {
+            return bad(
+                "lossless",
+                "with a device as input, --lossless needs --seconds (the input ring holds the run)"
+                    .into(),
+            );
+        }
+        if self.no_playback && self.input_file.is_none() && self.record.is_none() {
+            return bad(
+                "no-playback",
+                "without playback, give --record (or nothing is output)".into(),
+            );
+        }
+        Ok(())
     }
 }

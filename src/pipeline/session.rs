@@ -66,7 +66,7 @@ pub fn run_live(
     stop: Arc<AtomicBool>,
     on_report: &mut dyn FnMut(Report),
 ) -> Result<LiveReport> {
-    check_options(o)?;
+    o.check()?;
     let (processor, model_rate) = make_processor(o)?;
     run_live_with(o, processor, model_rate, stop, on_report)
 }
@@ -83,7 +83,7 @@ pub fn run_live_with(
     stop: Arc<AtomicBool>,
     on_report: &mut dyn FnMut(Report),
 ) -> Result<LiveReport> {
-    check_options(o)?;
+    o.check()?;
     crate::audio::check_sample_rate("model rate", model_rate)?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let counters = Counters::new();
@@ -334,46 +334,6 @@ impl Drop for RealtimeWhileBuilding {
             set_thread_realtime(false);
         }
     }
-}
-
-fn check_options(o: &LiveOptions) -> Result<()> {
-    let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
-    if let Some(s) = o.seconds {
-        if !(s > 0.0 && s.is_finite()) {
-            return bad("seconds", format!("must be > 0, got {s}"));
-        }
-    }
-    if !(o.max_latency_ms > 0.0 && o.max_latency_ms.is_finite()) {
-        return bad(
-            "max-latency-ms",
-            format!("must be > 0, got {}", o.max_latency_ms),
-        );
-    }
-    if let Some(j) = o.jitter_ms {
-        if !(0.0..=1000.0).contains(&j) {
-            return bad("jitter-ms", format!("must be in 0..=1000, got {j}"));
-        }
-    }
-    if o.buffer_frames == Some(0) {
-        return bad("buffer", "must be ≥ 1 frame".into());
-    }
-    if let Some(r) = o.rate {
-        crate::audio::check_sample_rate("rate", r)?;
-    }
-    if o.lossless && o.input_file.is_none() && o.seconds.is_none() {
-        return bad(
-            "lossless",
-            "with a device as input, --lossless needs --seconds (the input ring holds the run)"
-                .into(),
-        );
-    }
-    if o.no_playback && o.input_file.is_none() && o.record.is_none() {
-        return bad(
-            "no-playback",
-            "without playback, give --record (or nothing is output)".into(),
-        );
-    }
-    Ok(())
 }
 
 /// The processor for the mode and the model's sample rate (16 kHz for passthrough).
