@@ -56,8 +56,8 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float sd, gzf;
-          derive(comp(d4, e) + bias, comp(z4, e), comp(g4, e),
-                 a.softplus, has_z, row_ok && e < left, dt[e], sd, gy[e], gzf);
+          derive(comp(d4, e) + bias, comp(z4, e), comp(g4, e), a.softplus, has_z,
+                 row_ok && e < left, dt[e], sd, gy[e], gzf);
         }
         const int o = rr * kTP + pl.q4;
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));

@@ -211,7 +211,8 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
 /// The forward kernel for a launch: dense (4 blocks per SM) or not.
 template <typename T, int LPR, int S, bool kLocal>
 auto fwd_kernel(bool dense) {
-  return dense ? scan_fwd_kernel<T, LPR, S, kLocal, true> : scan_fwd_kernel<T, LPR, S, kLocal, false>;
+  return dense ? scan_fwd_kernel<T, LPR, S, kLocal, true>
+               : scan_fwd_kernel<T, LPR, S, kLocal, false>;
 }
 
 template <typename T>
