@@ -157,7 +157,8 @@ class ScanFunction : public torch::autograd::Function<ScanFunction> {
     in.h0 = saved[8];
     in.softplus = ctx->saved_data["softplus"].toBool();
     const at::Tensor &ckpt = saved[9];
-    scan::Grads g = run_backward(in, ckpt, saved[10], grads[0], grads[1]);
+    const at::Tensor &x = saved[10];  // y + D·u (CUDA with z), else undefined
+    scan::Grads g = run_backward(in, ckpt, x, grads[0], grads[1]);
     if (ctx->saved_data["b_groups_dim"].toInt() == 3) {
       g.B = g.B.squeeze(1);
       g.C = g.C.squeeze(1);
