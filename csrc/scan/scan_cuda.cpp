@@ -8,7 +8,7 @@
 // WM_SCAN_SEGMENTS forces a segment count;
 // WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1/0: two states per lane for N ≤ 16, or one;
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory;
-// WM_SCAN_BWD_FLUSH = 8: backward summing dB/dC every 8 steps instead of 16 (8 lanes per row).
+// WM_SCAN_BWD_FLUSH = 8/16: backward summing dB/dC every 8 (8 lanes per row only) or 16 steps.
 // Defaults are the fastest measured on the H200 (BENCHMARKS.md): one state per lane forward; two
 // states per lane backward, with the short flush and at least 49152 threads.
 #include <ATen/ATen.h>
