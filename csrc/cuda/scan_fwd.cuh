@@ -148,7 +148,9 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
         if (n < pl.N) a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] = h[s];
       }
     }
-#pragma unroll 1
+    // Four step groups unrolled: the compiler overlaps one group's y transposes with the next
+    // group's recurrence (−5…−9% in float32, BENCHMARKS.md).
+#pragma unroll 4
     for (int grp = 0; grp < kTC / LPR; ++grp) {
       float p[LPR];
 #pragma unroll
