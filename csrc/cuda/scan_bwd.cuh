@@ -162,9 +162,20 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
 
   BwdRows<T, LPR, S> rows(a, pl);
   BwdBC<T, LPR, S> bc;
+  // The chunk's checkpoint is prefetched with its tiles: loaded right before Phase A, it would share
+  // a scoreboard with the next chunk's prefetch, and waiting for it would wait for those too.
+  float ck[S];
+  auto load_ckpt = [&](int64_t c) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int n = pl.n_of(s);
+      ck[s] = (pl.valid && n < pl.N) ? a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] : 0.f;
+    }
+  };
   if (pl.c_begin < pl.c_end) {
     rows.load(a, pl, pl.c_end - 1, true);
     bc.load(a, pl, pl.c_end - 1, true);
+    load_ckpt(pl.c_end - 1);
   }
   for (int64_t c = pl.c_end - 1; c >= pl.c_begin; --c) {
     __syncthreads();
@@ -199,6 +210,10 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       }
     }
     bc.store(pl, s_B, s_C);
+    float h[S];
+#pragma unroll
+    for (int s = 0; s < S; ++s) h[s] = ck[s];
+    if (c > pl.c_begin) load_ckpt(c - 1);
     __syncthreads();
     if (c > pl.c_begin) {
       rows.load(a, pl, c - 1, true);
@@ -206,11 +221,8 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
     }
 
     // Phase A: recompute the chunk's state history from the checkpoint.
-    float h[S];
 #pragma unroll
     for (int s = 0; s < S; ++s) {
-      const int n = pl.n_of(s);
-      h[s] = (pl.valid && n < pl.N) ? a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] : 0.f;
       if (!kSub) s_h[pl.tid * S + s] = h[s];
     }
 #pragma unroll 2

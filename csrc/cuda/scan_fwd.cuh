@@ -140,7 +140,6 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     __syncthreads();
     store(c);
     __syncthreads();
-    if (c + 1 < pl.c_end) load(c + 1);
     if (!kLocal && a.ckpt && pl.valid) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
@@ -148,6 +147,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
         if (n < pl.N) a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] = h[s];
       }
     }
+    if (c + 1 < pl.c_end) load(c + 1);
     // Four step groups unrolled: the compiler overlaps one group's y transposes with the next
     // group's recurrence (−5…−9% in float32, BENCHMARKS.md).
 #pragma unroll 4
