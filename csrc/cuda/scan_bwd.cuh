@@ -162,8 +162,9 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
 
   BwdRows<T, LPR, S> rows(a, pl);
   BwdBC<T, LPR, S> bc;
-  // The chunk's checkpoint is prefetched with its tiles: loaded right before Phase A, it would share
-  // a scoreboard with the next chunk's prefetch, and waiting for it would wait for those too.
+  // Each chunk's checkpoint is loaded a chunk ahead, before the staging barrier. Loaded right
+  // before Phase A, it shared a scoreboard with the next chunk's prefetch, so waiting for it waited
+  // for those loads too (BENCHMARKS.md, fifth session).
   float ck[S];
   auto load_ckpt = [&](int64_t c) {
 #pragma unroll

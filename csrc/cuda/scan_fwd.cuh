@@ -140,6 +140,9 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     __syncthreads();
     store(c);
     __syncthreads();
+    // The checkpoint is stored before the next chunk's prefetch is issued. Stored after it, the
+    // store shared the prefetch's scoreboard, and in bf16 the loop below then waited for the
+    // prefetch to land (BENCHMARKS.md, fifth session).
     if (!kLocal && a.ckpt && pl.valid) {
 #pragma unroll
       for (int s = 0; s < S; ++s) {
@@ -149,7 +152,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     }
     if (c + 1 < pl.c_end) load(c + 1);
     // Four step groups unrolled: the compiler overlaps one group's y transposes with the next
-    // group's recurrence (−5…−9% in float32, BENCHMARKS.md).
+    // group's recurrence (BENCHMARKS.md, fifth session).
 #pragma unroll 4
     for (int grp = 0; grp < kTC / LPR; ++grp) {
       float p[LPR];
