@@ -36,6 +36,8 @@ enum class ScanDType : int { F32 = 0, BF16 = 1 };
 struct ScanConfig {
   int lanes = 16;
   int states = 1;
+  /// States padded to the thread layout (≥ N): the state stride of the dB/dC partial sums.
+  int padded_states() const { return lanes * states; }
 };
 
 /// The configuration used for a state size N (1 ≤ N ≤ 64); `prefer_wide` picks 2 states per lane

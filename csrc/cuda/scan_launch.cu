@@ -125,7 +125,7 @@ cudaError_t scan_bwd_main(const ScanArgs &a, cudaStream_t stream) {
 cudaError_t scan_dbc_reduce(const ScanArgs &a, cudaStream_t stream) {
   const int64_t rpb = scan_rows_per_block(a.cfg);
   const int64_t nrb = (a.dim / a.groups + rpb - 1) / rpb;
-  const int64_t np = a.cfg.lanes * a.cfg.states;
+  const int64_t np = a.cfg.padded_states();
   const dim3 grid(static_cast<unsigned>((a.len + kReduceSteps - 1) / kReduceSteps),
                   static_cast<unsigned>(a.batch * a.groups), 2);
   if (a.dtype == ScanDType::BF16) {
