@@ -7,10 +7,14 @@ use clap::Parser;
 fn main() {
     wavemamba::runtime::tune_allocator();
     let args = cli::Cli::parse();
-    if let Err(e) = cli::run(args) {
-        eprintln!("error: {}", chain(&e));
-        std::process::exit(1);
-    }
+    let code = match cli::run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            1
+        }
+    };
+    wavemamba::ops::profiler::exit(code);
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text the previous message

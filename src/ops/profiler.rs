@@ -3,10 +3,30 @@
 //! `scripts/trace-summary.py`).
 
 use std::ffi::CString;
+use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ffi;
 use crate::{Error, Result};
+
+/// Set once the profiler has run in this process (see [`exit`]).
+static USED: AtomicBool = AtomicBool::new(false);
+
+/// Ends the process with `code`. After the profiler ran, libtorch's Kineto keeps a config-loader
+/// thread alive, and its static destructors at exit race with that thread: the process aborted
+/// ("corrupted double-linked list" in `~CuptiActivityProfiler`, called from `__cxa_finalize`)
+/// in ~5% of runs on a loaded machine, after all its work was done. Then this flushes stdout and
+/// stderr and leaves without running exit handlers. Otherwise it exits normally.
+pub fn exit(code: i32) -> ! {
+    if USED.load(Ordering::SeqCst) {
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: _exit only ends the process; every file this program wrote is closed by now.
+        unsafe { libc::_exit(code) }
+    }
+    std::process::exit(code)
+}
 
 /// Runs `f` under the profiler (CUDA kernels too when `cuda`) and writes the trace to `path`,
 /// also when `f` fails.
@@ -19,6 +39,7 @@ pub fn profile<T>(path: &Path, cuda: bool, f: impl FnOnce() -> Result<T>) -> Res
             name: "trace path",
             reason: "contains a NUL byte".into(),
         })?;
+    USED.store(true, Ordering::SeqCst);
     // SAFETY: no preconditions.
     ffi::check("profiler_start", unsafe {
         ffi::wm_profiler_start(i32::from(cuda))
