@@ -43,8 +43,9 @@ struct ScanConfig {
 /// The configuration used for a state size N (1 ≤ N ≤ 64); `prefer_wide` picks 2 states per lane
 /// for N ≤ 16 (8 lanes per row) instead of 1 (16 lanes).
 ScanConfig scan_config_for(int64_t dstate, bool prefer_wide);
-/// Rows (b, d) per thread block for a configuration.
-int scan_rows_per_block(ScanConfig cfg);
+/// Row blocks per group (thread blocks along a group's D / G rows): the row-block count of the
+/// dB/dC partial sums.
+int64_t scan_row_blocks(ScanConfig cfg, int64_t dim, int64_t groups);
 
 struct ScanArgs {
   int64_t batch = 0, dim = 0, len = 0, dstate = 0, groups = 1;

@@ -14,7 +14,10 @@ ScanConfig scan_config_for(int64_t dstate, bool prefer_wide) {
   return {32, 2};
 }
 
-int scan_rows_per_block(ScanConfig cfg) { return 32 / cfg.lanes * scan_detail::kWarps; }
+int64_t scan_row_blocks(ScanConfig cfg, int64_t dim, int64_t groups) {
+  const int64_t rows_per_block = 32 / cfg.lanes * scan_detail::kWarps;
+  return (dim / groups + rows_per_block - 1) / rows_per_block;
+}
 
 namespace {
 
@@ -123,8 +126,7 @@ cudaError_t scan_bwd_main(const ScanArgs &a, cudaStream_t stream) {
 }
 
 cudaError_t scan_dbc_reduce(const ScanArgs &a, cudaStream_t stream) {
-  const int64_t rpb = scan_rows_per_block(a.cfg);
-  const int64_t nrb = (a.dim / a.groups + rpb - 1) / rpb;
+  const int64_t nrb = scan_row_blocks(a.cfg, a.dim, a.groups);
   const int64_t np = a.cfg.padded_states();
   const dim3 grid(static_cast<unsigned>((a.len + kReduceSteps - 1) / kReduceSteps),
                   static_cast<unsigned>(a.batch * a.groups), 2);

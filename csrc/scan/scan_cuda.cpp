@@ -217,8 +217,7 @@ Grads backward_cuda(const Inputs &in, const at::Tensor &ckpt, const at::Tensor &
   at::Tensor gD_part = in.D.defined() ? at::empty({a.n_seg, a.batch, a.dim}, f32) : at::Tensor();
   at::Tensor gbias_part =
       in.bias.defined() ? at::empty({a.n_seg, a.batch, a.dim}, f32) : at::Tensor();
-  const int64_t rpb = cuda::scan_rows_per_block(a.cfg);
-  const int64_t nrb = (a.dim / a.groups + rpb - 1) / rpb;
+  const int64_t nrb = cuda::scan_row_blocks(a.cfg, a.dim, a.groups);
   const int64_t np = a.cfg.padded_states();
   at::Tensor dbc_part = at::empty({2, nrb, a.batch, a.groups, a.len, np}, f32);
   a.gu = g.u.data_ptr();
