@@ -52,6 +52,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     h[s] = h0;
   }
   const float dskip = (!kLocal && pl.valid && a.D_skip) ? a.D_skip[pl.d] : 0.f;
+  const float z_on = a.z ? 1.f : 0.f;  // gate by silu(z) or not, without a branch in the scan loop
 
   // Prefetch registers: the next chunk's raw tiles (io dtype: converted where staged).
   using Raw = typename IO<T>::Raw4;
@@ -151,10 +152,15 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
       }
     }
     if (c + 1 < pl.c_end) load(c + 1);
-    // Four step groups unrolled: the compiler overlaps one group's y transposes with the next
-    // group's recurrence (BENCHMARKS.md, fifth session).
-#pragma unroll 4
-    for (int grp = 0; grp < kTC / LPR; ++grp) {
+    // The chunk's groups of LPR steps, fully unrolled into one branch-free block: each lane ends
+    // with the output (ov) and the pre-gate x (xv) of step grp·LPR + ln of every group, stored
+    // after the loop. A conditional store per group split the block into one scheduling region
+    // per group, and the compiler could not overlap a group's y transposes with the next group's
+    // recurrence (BENCHMARKS.md, sixth session).
+    constexpr int kGroups = kTC / LPR;
+    float ov[kLocal ? 1 : kGroups], xv[kLocal ? 1 : kGroups];
+#pragma unroll
+    for (int grp = 0; grp < kGroups; ++grp) {
       float p[LPR];
 #pragma unroll
       for (int j0 = 0; j0 < LPR; j0 += 4) {
@@ -181,18 +187,21 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
           if (kLocal) dtsum += dtk;
         }
       }
-      if (!kLocal) {
-        const float y = transpose_reduce<LPR>(p, pl.lane);
+      if constexpr (!kLocal) {
         const int t = grp * LPR + pl.ln;
-        const int64_t tg = c * kTC + t;
+        const float x = fmaf(dskip, s_u[pl.r * kTP + t], transpose_reduce<LPR>(p, pl.lane));
+        const float zz = s_z[pl.r * kTP + t];
+        xv[grp] = x;
+        ov[grp] = x * fmaf(z_on, zz * sigmoid(zz), 1.f - z_on);  // no branch: x·silu(z) or x
+      }
+    }
+    if constexpr (!kLocal) {
+#pragma unroll
+      for (int grp = 0; grp < kGroups; ++grp) {
+        const int64_t tg = c * kTC + grp * LPR + pl.ln;
         if (pl.valid && tg < pl.L) {
-          float x = fmaf(dskip, s_u[pl.r * kTP + t], y);
-          if (zp) {
-            if (xs) xs[tg] = IO<T>::from_f(x);
-            const float zz = s_z[pl.r * kTP + t];
-            x *= zz * sigmoid(zz);
-          }
-          out[tg] = IO<T>::from_f(x);
+          if (zp && xs) xs[tg] = IO<T>::from_f(xv[grp]);
+          out[tg] = IO<T>::from_f(ov[grp]);
         }
       }
     }
