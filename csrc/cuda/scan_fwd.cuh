@@ -2,6 +2,8 @@
 // instantiation files scan_fwd_f32.cu and scan_fwd_bf16.cu.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/scan_common.cuh"
 
 namespace wm::cuda::scan_detail {
@@ -70,16 +72,26 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     bias[k] = (rr < pl.rows_valid && a.bias) ? a.bias[pl.d0 + rr] : 0.f;
   }
 
-  auto load = [&](int64_t c) {
+  // A chunk's raw tiles into the prefetch registers. full (std::true_type): the whole chunk lies
+  // inside the sequence and the rows are vector-aligned (uniform per chunk), so every quad is one
+  // plain vector load without bounds checks; else load_quad_raw checks each quad.
+  auto load_tiles = [&](int64_t c, auto full) {
     const int64_t t = c * kTC;
+    auto quad = [&](const T *row) {
+      if constexpr (decltype(full)::value) {
+        return IO<T>::load_raw4(row + t);
+      } else {
+        return load_quad_raw(row, t, len, 1, vec);
+      }
+    };
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
       pu[k] = pd[k] = pz[k] = raw0;
       if (pl.ur + k * kUnitRows < pl.rows_valid) {
         const int64_t o = pl.row_off + k * pl.unit_stride;
-        pu[k] = load_quad_raw(u + o, t, len, 1, vec);
-        pd[k] = load_quad_raw(delta + o, t, len, 1, vec);
-        if (zp) pz[k] = load_quad_raw(zp + o, t, len, 1, vec);
+        pu[k] = quad(u + o);
+        pd[k] = quad(delta + o);
+        if (zp) pz[k] = quad(zp + o);
       }
     }
 #pragma unroll
@@ -87,9 +99,16 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
       pB[k] = pC[k] = raw0;
       if (pl.ur + k * kUnitRows < pl.N) {
         const int64_t o = pl.bc_off + k * pl.unit_stride;
-        pB[k] = load_quad_raw(Bm + o, t, len, 1, vec);
-        if (!kLocal) pC[k] = load_quad_raw(Cm + o, t, len, 1, vec);
+        pB[k] = quad(Bm + o);
+        if (!kLocal) pC[k] = quad(Cm + o);
       }
+    }
+  };
+  auto load = [&](int64_t c) {
+    if (vec && (c + 1) * kTC <= pl.L) {
+      load_tiles(c, std::true_type{});
+    } else {
+      load_tiles(c, std::false_type{});
     }
   };
 
