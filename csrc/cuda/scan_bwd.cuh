@@ -99,6 +99,30 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(const ScanArgs
   }
 }
 
+/// A lane's S consecutive values (its states) to / from shared memory: one 8-byte access for
+/// S = 2 (p 8-byte aligned). Two scalar accesses at a lane stride of 2 floats also conflicted
+/// (2-way).
+template <int S>
+__device__ __forceinline__ void store_states(float *p, const float (&v)[S]) {
+  if constexpr (S == 2) {
+    *reinterpret_cast<float2 *>(p) = make_float2(v[0], v[1]);
+  } else {
+#pragma unroll
+    for (int s = 0; s < S; ++s) p[s] = v[s];
+  }
+}
+template <int S>
+__device__ __forceinline__ void load_states(const float *p, float (&v)[S]) {
+  if constexpr (S == 2) {
+    const float2 x = *reinterpret_cast<const float2 *>(p);
+    v[0] = x.x;
+    v[1] = x.y;
+  } else {
+#pragma unroll
+    for (int s = 0; s < S; ++s) v[s] = p[s];
+  }
+}
+
 /// Blocks per SM the backward kernel is compiled for (registers ≤ 65536 / (128 · blocks)): what
 /// its shared memory allows for the N ≤ 16 layouts; no cap for 32 lanes per row (N > 16).
 constexpr int bwd_min_blocks(int lanes, int states, bool sub, int ts) {
@@ -232,10 +256,8 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       const float4 du4 = ld4(s_du + pl.r * RP + t0);
       float4 b4[S];
 #pragma unroll
-      for (int s = 0; s < S; ++s) {
-        b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
-        if (kSub) s_h[(t0 / 4) * HS + pl.tid * S + s] = h[s];
-      }
+      for (int s = 0; s < S; ++s) b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
+      if (kSub) store_states<S>(s_h + (t0 / 4) * HS + pl.tid * S, h);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
 #pragma unroll
@@ -262,12 +284,12 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
         float4 b4[S], c4[S];
         // kSub: the group's decays and states, recomputed from the state before step t0.
         float dAq[4][S], hq[5][S];
+        if (kSub) load_states<S>(s_h + (t0 / 4) * HS + pl.tid * S, hq[0]);
 #pragma unroll
         for (int s = 0; s < S; ++s) {
           b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
           c4[s] = ld4(s_C + (s * LPR + pl.ln) * kTP + t0);
           if (kSub) {
-            hq[0][s] = s_h[(t0 / 4) * HS + pl.tid * S + s];
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
               dAq[k][s] = ex2(comp(dt4, k) * A2[s]);
@@ -280,11 +302,12 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
           const int t = t0 + k;
           const float dt = comp(dt4, k), du = comp(du4, k), gy = comp(gy4, k);
           float sdt = 0.f, su = 0.f;
-          float *dB = s_dB + (t % TS) * C::DBC_STEP + pl.r * C::NP;
-          float *dC = s_dC + (t % TS) * C::DBC_STEP + pl.r * C::NP;
+          // This lane's states n_of(0).. are consecutive: its dB/dC values go out as one store each.
+          float *dB = s_dB + (t % TS) * C::DBC_STEP + pl.r * C::NP + pl.n_of(0);
+          float *dC = s_dC + (t % TS) * C::DBC_STEP + pl.r * C::NP + pl.n_of(0);
+          float vB[S], vC[S];
 #pragma unroll
           for (int s = 0; s < S; ++s) {
-            const int n = pl.n_of(s);
             if (kSub) hcur[s] = hq[k + 1][s];
             const float hprev = kSub ? hq[k][s] : s_h[t * HS + pl.tid * S + s];
             const float dA = kSub ? dAq[k][s] : ex2(dt * A2[s]);
@@ -293,11 +316,13 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
             gA[s] = fmaf(ga, dt, gA[s]);
             sdt = fmaf(ga, Af[s], sdt);
             su = fmaf(g, comp(b4[s], k), su);
-            dB[n] = g * du;
-            dC[n] = gy * hcur[s];
+            vB[s] = g * du;
+            vC[s] = gy * hcur[s];
             gh[s] = g * dA;
             hcur[s] = hprev;
           }
+          store_states<S>(dB, vB);
+          store_states<S>(dC, vC);
           qdt[j0 + k] = sdt;
           qu[j0 + k] = su;
         }
