@@ -10,7 +10,7 @@
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory;
 // WM_SCAN_BWD_FLUSH = 8/16: backward summing dB/dC every 8 (8 lanes per row only) or 16 steps.
 // Defaults are the fastest measured on the H200 (BENCHMARKS.md): one state per lane forward; two
-// states per lane backward, with the short flush and at least 49152 threads.
+// states per lane backward, with the short flush and at least 98304 threads.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -30,8 +30,10 @@ using cuda::ScanArgs;
 
 /// Default of WM_SCAN_MIN_THREADS: (16, 128, L) with N = 16 already has this many lanes.
 constexpr int64_t kDefaultMinThreads = 32768;
-/// Backward (8 lanes per row, 3 blocks per SM with the short flush): 3 segments there.
-constexpr int64_t kDefaultBwdMinThreads = 49152;
+/// Backward (8 lanes per row, 3 blocks per SM with the short flush): 6 segments at (16, 128, L),
+/// ~2 waves of blocks (BENCHMARKS.md, sixth session: 3 segments were 1–5% slower once the
+/// backward's dB/dC stores got cheaper, 8 segments (2.6 waves) too); none where B·D·8 ≥ 98304.
+constexpr int64_t kDefaultBwdMinThreads = 98304;
 constexpr int64_t kMaxGridYZ = 65535;
 
 int64_t env_int(const char *name, int64_t fallback) {
