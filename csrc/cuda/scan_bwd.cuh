@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
           const int t = t0 + k;
           const float dt = comp(dt4, k), du = comp(du4, k), gy = comp(gy4, k);
           float sdt = 0.f, su = 0.f;
-          // This lane's states n_of(0).. are consecutive: its dB/dC values go out as one store each.
+          // This lane's states n_of(0).. are consecutive: its dB/dC values go out in one store.
           float *dB = s_dB + (t % TS) * C::DBC_STEP + pl.r * C::NP + pl.n_of(0);
           float *dC = s_dC + (t % TS) * C::DBC_STEP + pl.r * C::NP + pl.n_of(0);
           float vB[S], vC[S];

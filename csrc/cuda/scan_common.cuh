@@ -8,8 +8,9 @@
 // - Time goes in chunks of kTC = 64 steps (the checkpoint interval). Per chunk the block loads the
 //   rows' u, delta, z (and gout) and the group's B, C tiles from global memory into shared memory
 //   (coalesced; the next chunk's loads are issued into registers, still in the io dtype, before
-//   the current chunk is scanned), computes dt = softplus(delta + bias) once per (row, t), then every lane reads dt, dt·u
-//   (broadcast within a row) and its own B[n], C[n] (4 time steps per 16-byte shared load).
+//   the current chunk is scanned), computes dt = softplus(delta + bias) once per (row, t), then
+//   every lane reads dt, dt·u (broadcast within a row) and its own B[n], C[n] (4 time steps per
+//   16-byte shared load).
 // - y_t = Σ_n C·h needs a sum across the row's lanes: each lane keeps LPR consecutive steps' partial
 //   sums and one "transpose reduction" (LPR−1 shuffles per LPR steps) leaves lane j with step j's
 //   total, so lane j also writes out[t0 + j] (no per-step reduction tree).
@@ -19,10 +20,10 @@
 //   state. The backward does the same with the adjoint recurrence.
 // - Backward per chunk (last to first): recompute the chunk's states from its checkpoint into
 //   shared memory (every 4th; the others again in registers), then run the adjoint recurrence
-//   backwards. dz needs x = y + D·u, which the forward saved (no y in the backward). Sums over n (dt and u
-//   gradients) use the same transpose reduction; sums over the rows of dB/dC go through shared
-//   memory (fixed order) into per-row-block partials in global memory, reduced by a second kernel in
-//   fixed order: no atomics anywhere, so results are bit-identical from run to run.
+//   backwards. dz needs x = y + D·u, which the forward saved (no y in the backward). Sums over n
+//   (dt and u gradients) use the same transpose reduction; sums over the rows of dB/dC go through
+//   shared memory (fixed order) into per-row-block partials in global memory, reduced by a second
+//   kernel in fixed order: no atomics anywhere, so results are bit-identical from run to run.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,7 +72,8 @@ struct Cfg {
   /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
   /// history: row and B/C tiles, state history, dB/dC buffers.
   static constexpr int bwd_floats(int ts, bool sub) {
-    return 5 * RB * BWD_ROW_STRIDE + 2 * NP * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S + 2 * ts * DBC_STEP;
+    return 5 * RB * BWD_ROW_STRIDE + 2 * NP * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S +
+           2 * ts * DBC_STEP;
   }
 };
 

@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     h[s] = h0;
   }
   const float dskip = (!kLocal && pl.valid && a.D_skip) ? a.D_skip[pl.d] : 0.f;
-  const float z_on = a.z ? 1.f : 0.f;  // gate by silu(z) or not, without a branch in the scan loop
+  const float z_on = zp ? 1.f : 0.f;  // gate by silu(z) or not, without a branch in the scan loop
 
   // Prefetch registers: the next chunk's raw tiles (io dtype: converted where staged).
   using Raw = typename IO<T>::Raw4;
