@@ -185,6 +185,21 @@ fn float32_unsegmented_schedule_matches_cpu() {
     );
 }
 
+/// Enough rows that the forward picks several states per lane (`forward_width` in
+/// csrc/scan/scan_cuda.cpp): 2 in float32 from 8192 rows, 4 in bfloat16 from 16384, with a last
+/// row block only partly filled (D / G not a multiple of the block's rows).
+#[test]
+fn wide_forward_layouts_match_cpu() {
+    check_cuda_vs_cpu((4, 2050, 70, 16, 2), ALL, 4101, Kind::Float, Loss::Weighted);
+    check_cuda_vs_cpu(
+        (8, 2100, 70, 16, 2),
+        PATTERNS[2],
+        4102,
+        Kind::BFloat16,
+        Loss::Weighted,
+    );
+}
+
 /// Output gradients that are expanded, strided or missing.
 #[test]
 fn float32_gradient_layouts_match_cpu() {

@@ -40,9 +40,10 @@ struct ScanConfig {
   int padded_states() const { return lanes * states; }
 };
 
-/// The configuration used for a state size N (1 ≤ N ≤ 64); `prefer_wide` picks 2 states per lane
-/// for N ≤ 16 (8 lanes per row) instead of 1 (16 lanes).
-ScanConfig scan_config_for(int64_t dstate, bool prefer_wide);
+/// The configuration used for a state size N (1 ≤ N ≤ 64); for N ≤ 16, `wide` = 1 picks 2 states
+/// per lane (8 lanes per row) and 2 picks 4 states per lane (4 lanes; forward only) instead of 1
+/// (16 lanes).
+ScanConfig scan_config_for(int64_t dstate, int wide);
 /// Row blocks per group (thread blocks along a group's D / G rows): the row-block count of the
 /// dB/dC partial sums.
 int64_t scan_row_blocks(ScanConfig cfg, int64_t dim, int64_t groups);

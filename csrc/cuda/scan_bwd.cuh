@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   constexpr int HS = kThreads * S;  // row stride of the state history
   constexpr int HROWS = kSub ? kTC / 4 : kTC + 1;
   extern __shared__ float4 smem4[];
-  constexpr int RP = C::BWD_ROW_STRIDE;
+  constexpr int RP = C::ROW_STRIDE;
   float *s_u = reinterpret_cast<float *>(smem4);  // [RB][RP] each
   float *s_sd = s_u + C::RB * RP;                 // σ(delta + bias)
   float *s_dt = s_sd + C::RB * RP;

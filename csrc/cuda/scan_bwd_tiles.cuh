@@ -65,14 +65,6 @@ struct BwdRows {
   }
 };
 
-/// Row of state n in the backward's B/C tiles: a lane's s-th states are rows s·LPR + lane (the 8
-/// lanes of a row read 8 different rows with one 16-byte load each: consecutive rows, no bank
-/// conflicts, where n = lane·S + s would put lanes 4 apart in the same banks).
-template <int LPR, int S>
-__device__ __forceinline__ int bc_tile_row(int n) {
-  return (n % S) * LPR + n / S;
-}
-
 /// Loads the group's C (and B) tile of one chunk into registers / shared memory.
 template <typename T, int LPR, int S>
 struct BwdBC {

@@ -13,7 +13,11 @@
 //   16-byte shared load).
 // - y_t = Σ_n C·h needs a sum across the row's lanes: each lane keeps LPR consecutive steps' partial
 //   sums and one "transpose reduction" (LPR−1 shuffles per LPR steps) leaves lane j with step j's
-//   total, so lane j also writes out[t0 + j] (no per-step reduction tree).
+//   total, so lane j also produces out[t0 + j] (no per-step reduction tree). With fewer than 16
+//   lanes per row the outputs go out through the chunk's row tiles, one vector store per quad.
+// - The forward uses 1, 2 or 4 states per lane (N ≤ 16): more states per lane reuse dt and dt·u
+//   from registers and shorten the transposes, but give fewer warps, so they are picked only where
+//   the rows alone fill the GPU (scan_cuda.cpp).
 // - Long sequences with few rows are split into segments of whole chunks scanned by separate
 //   blocks: pass 1 scans each segment from zero (end state + Σdt), pass 2 chains the segments
 //   (h_end = exp(A·Σdt)·h_start + local end), pass 3 is the ordinary scan started from the right
@@ -60,19 +64,23 @@ struct Cfg {
   // N ≤ 16 layouts with 8 lanes per row) that frees shared memory for a third block per SM.
   static constexpr int TS = LPR > 16 ? LPR : 16;
   static constexpr int TS_SHORT = LPR > 8 ? TS : 8;
-  /// Row stride (floats) of the backward's row tiles: ≡ LPR (mod 32), so that the RW rows of a warp
-  /// reading LPR consecutive steps each fall in different banks.
-  static constexpr int BWD_ROW_STRIDE = kTC + (LPR < 32 ? LPR : 4);
+  /// Row stride (floats) of the row tiles: ≡ LPR (mod 32), so that the RW rows of a warp reading
+  /// or writing LPR consecutive steps each fall in different banks.
+  static constexpr int ROW_STRIDE = kTC + (LPR < 32 ? LPR : 4);
   /// Floats per step of the backward's dB/dC buffers ([TS][RB][NP], steps padded so that the
   /// flush's reads of neighbouring steps fall in different banks).
   static constexpr int DBC_STEP = RB * NP + (NP < 32 ? NP : 0);
   // Shared memory (floats).
-  static constexpr int FWD_FLOATS = (4 * RB + 2 * NP) * kTP;
+  /// The forward's outputs go out through its row tiles (scan_fwd.cuh), for fewer than 16 lanes
+  /// per row; its row tiles then use ROW_STRIDE, else kTP (1–2% faster with 16 lanes per row).
+  static constexpr bool FWD_OUT_TILES = LPR < 16;
+  static constexpr int FWD_ROW_STRIDE = FWD_OUT_TILES ? ROW_STRIDE : kTP;
+  static constexpr int FWD_FLOATS = 4 * RB * FWD_ROW_STRIDE + 2 * NP * kTP;
   static constexpr int BWD_LOCAL_FLOATS = (2 * RB + NP) * kTP;
   /// Shared memory of the backward kernel (floats) for flush length ts, full or every-4th-state
   /// history: row and B/C tiles, state history, dB/dC buffers.
   static constexpr int bwd_floats(int ts, bool sub) {
-    return 5 * RB * BWD_ROW_STRIDE + 2 * NP * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S +
+    return 5 * RB * ROW_STRIDE + 2 * NP * kTP + (sub ? kTC / 4 : kTC + 1) * kThreads * S +
            2 * ts * DBC_STEP;
   }
 };
@@ -157,6 +165,14 @@ __device__ __forceinline__ float row_sum(float v) {
 #pragma unroll
   for (int off = LPR / 2; off >= 1; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
+}
+
+/// Row of state n in the B/C tiles: a lane's s-th states are rows s·LPR + lane, so the lanes of a
+/// row read consecutive rows with one 16-byte load each (no bank conflicts; n = lane·S + s would
+/// put lanes S apart in the same banks).
+template <int LPR, int S>
+__device__ __forceinline__ int bc_tile_row(int n) {
+  return (n % S) * LPR + n / S;
 }
 
 /// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`, as

@@ -19,12 +19,19 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     scan_fwd_kernel(const ScanArgs a) {
   using C = Cfg<LPR, S>;
   extern __shared__ float4 smem4[];
-  float *s_u = reinterpret_cast<float *>(smem4);  // [RB][kTP] u
-  float *s_z = s_u + C::RB * kTP;                 // [RB][kTP] z
-  float *s_dt = s_z + C::RB * kTP;                // [RB][kTP] dt
-  float *s_du = s_dt + C::RB * kTP;               // [RB][kTP] dt·u
-  float *s_B = s_du + C::RB * kTP;                // [NP][kTP]
-  float *s_C = s_B + C::NP * kTP;                 // [NP][kTP]
+  // Outputs (out, and x = y + D·u where z gates). With 16 or more lanes per row each lane keeps
+  // its steps' values of a chunk in registers and stores them after the chunk (a row's lanes
+  // write consecutive steps). With fewer lanes (kOutTiles) that would take 2·kTC/LPR registers and
+  // scattered stores: each lane overwrites u with x and z with out at its steps instead, and after
+  // the chunk the threads that staged those tiles store them, one vector per quad.
+  constexpr bool kOutTiles = C::FWD_OUT_TILES;
+  constexpr int RP = C::FWD_ROW_STRIDE;
+  float *s_u = reinterpret_cast<float *>(smem4);  // [RB][RP] u (kOutTiles: then x)
+  float *s_z = s_u + C::RB * RP;                  // [RB][RP] z (kOutTiles: then out)
+  float *s_dt = s_z + C::RB * RP;                 // [RB][RP] dt
+  float *s_du = s_dt + C::RB * RP;                // [RB][RP] dt·u
+  float *s_B = s_du + C::RB * RP;                 // [NP][kTP], rows bc_tile_row(n)
+  float *s_C = s_B + C::NP * kTP;                 // [NP][kTP], rows bc_tile_row(n)
 
   const Place<LPR, S> pl(a);
   // Pass 1: no later segment starts from the last one's end state.
@@ -133,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
           dt[e] = in ? v : 0.f;
           du[e] = dt[e] * comp(u4, e);
         }
-        const int o = rr * kTP + pl.q4;
+        const int o = rr * RP + pl.q4;
         st4(s_dt + o, make_float4(dt[0], dt[1], dt[2], dt[3]));
         st4(s_du + o, make_float4(du[0], du[1], du[2], du[3]));
         if (!kLocal) {
@@ -146,18 +153,35 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows;
       if (n < C::NP) {
-        st4(s_B + n * kTP + pl.q4, IO<T>::unpack(pB[k]));
-        if (!kLocal) st4(s_C + n * kTP + pl.q4, IO<T>::unpack(pC[k]));
+        const int row = bc_tile_row<LPR, S>(n);
+        st4(s_B + row * kTP + pl.q4, IO<T>::unpack(pB[k]));
+        if (!kLocal) st4(s_C + row * kTP + pl.q4, IO<T>::unpack(pC[k]));
       }
     }
   };
 
-  T *out = kLocal ? nullptr : static_cast<T *>(a.out) + pl.row * pl.L;  // this lane's row
-  T *xs = (kLocal || a.x == nullptr) ? nullptr : static_cast<T *>(a.x) + pl.row * pl.L;
+  // Where the outputs start: this lane's row, or (kOutTiles) the tensor.
+  const int64_t out_off = kOutTiles ? 0 : pl.row * pl.L;
+  T *out = kLocal ? nullptr : static_cast<T *>(a.out) + out_off;
+  T *xs = (kLocal || a.x == nullptr) ? nullptr : static_cast<T *>(a.x) + out_off;
+  auto store_out = [&](int64_t c) {
+    const int64_t t = c * kTC;
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      const int rr = pl.ur + k * kUnitRows;
+      if (rr < pl.rows_valid) {
+        const int64_t o = pl.row_off + k * pl.unit_stride + t;
+        store_quad(out + o, 0, len - t, vec, ld4(s_z + rr * RP + pl.q4));
+        if (zp && xs) store_quad(xs + o, 0, len - t, vec, ld4(s_u + rr * RP + pl.q4));
+      }
+    }
+  };
   float dtsum = 0.f;
   if (pl.c_begin < pl.c_end) load(pl.c_begin);
   for (int64_t c = pl.c_begin; c < pl.c_end; ++c) {
     __syncthreads();
+    // The previous chunk's outputs: this thread reads exactly the quads it overwrites next.
+    if (kOutTiles && !kLocal && c > pl.c_begin) store_out(c - 1);
     store(c);
     __syncthreads();
     // The checkpoint is stored before the next chunk's prefetch is issued. Stored after it, the
@@ -171,26 +195,26 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
       }
     }
     if (c + 1 < pl.c_end) load(c + 1);
-    // The chunk's groups of LPR steps, fully unrolled into one branch-free block: each lane ends
-    // with the output (ov) and the pre-gate x (xv) of step grp·LPR + ln of every group, stored
-    // after the loop. A conditional store per group split the block into one scheduling region
-    // per group, and the compiler could not overlap a group's y transposes with the next group's
-    // recurrence (BENCHMARKS.md, sixth session).
+    // The chunk's groups of LPR steps, fully unrolled into one branch-free block (a conditional
+    // store per group split it into one scheduling region per group, and the compiler could not
+    // overlap a group's y transposes with the next group's recurrence: BENCHMARKS.md, sixth
+    // session). Each lane owns step grp·LPR + ln of every group.
     constexpr int kGroups = kTC / LPR;
-    float ov[kLocal ? 1 : kGroups], xv[kLocal ? 1 : kGroups];
+    constexpr bool kOutRegs = !kLocal && !kOutTiles;
+    float ov[kOutRegs ? kGroups : 1], xv[kOutRegs ? kGroups : 1];
 #pragma unroll
     for (int grp = 0; grp < kGroups; ++grp) {
       float p[LPR];
 #pragma unroll
       for (int j0 = 0; j0 < LPR; j0 += 4) {
         const int t0 = grp * LPR + j0;
-        const float4 dt4 = ld4(s_dt + pl.r * kTP + t0);
-        const float4 du4 = ld4(s_du + pl.r * kTP + t0);
+        const float4 dt4 = ld4(s_dt + pl.r * RP + t0);
+        const float4 du4 = ld4(s_du + pl.r * RP + t0);
         float4 b4[S], c4[S];
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-          b4[s] = ld4(s_B + pl.n_of(s) * kTP + t0);
-          c4[s] = kLocal ? zero4 : ld4(s_C + pl.n_of(s) * kTP + t0);
+          b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
+          c4[s] = kLocal ? zero4 : ld4(s_C + (s * LPR + pl.ln) * kTP + t0);
         }
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -208,13 +232,19 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
       }
       if constexpr (!kLocal) {
         const int t = grp * LPR + pl.ln;
-        const float x = fmaf(dskip, s_u[pl.r * kTP + t], transpose_reduce<LPR>(p, pl.lane));
-        const float zz = s_z[pl.r * kTP + t];
-        xv[grp] = x;
-        ov[grp] = x * fmaf(z_on, zz * sigmoid(zz), 1.f - z_on);  // no branch: x·silu(z) or x
+        const float x = fmaf(dskip, s_u[pl.r * RP + t], transpose_reduce<LPR>(p, pl.lane));
+        const float zz = s_z[pl.r * RP + t];
+        const float o = x * fmaf(z_on, zz * sigmoid(zz), 1.f - z_on);  // no branch: x·silu(z) or x
+        if constexpr (kOutTiles) {
+          s_u[pl.r * RP + t] = x;
+          s_z[pl.r * RP + t] = o;
+        } else {
+          xv[grp] = x;
+          ov[grp] = o;
+        }
       }
     }
-    if constexpr (!kLocal) {
+    if constexpr (kOutRegs) {
 #pragma unroll
       for (int grp = 0; grp < kGroups; ++grp) {
         const int64_t tg = c * kTC + grp * LPR + pl.ln;
@@ -224,6 +254,10 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
         }
       }
     }
+  }
+  if (kOutTiles && !kLocal && pl.c_begin < pl.c_end) {
+    __syncthreads();
+    store_out(pl.c_end - 1);
   }
 
   if (pl.valid) {
@@ -269,7 +303,9 @@ struct FwdLauncher {
 
 template <typename T>
 cudaError_t launch_fwd(const ScanArgs &a, bool local, cudaStream_t stream) {
-  return with_config(a.cfg, FwdLauncher<T>{a, local, stream});
+  const FwdLauncher<T> f{a, local, stream};
+  if (a.cfg.lanes == 4 && a.cfg.states == 4) return f.template operator()<4, 4>();
+  return with_config(a.cfg, f);
 }
 
 }  // namespace wm::cuda::scan_detail

@@ -7,9 +7,11 @@ namespace wm::cuda {
 using scan_detail::ex2;
 using scan_detail::kLog2e;
 
-ScanConfig scan_config_for(int64_t dstate, bool prefer_wide) {
+ScanConfig scan_config_for(int64_t dstate, int wide) {
   if (dstate <= 8) return {8, 1};
-  if (dstate <= 16) return prefer_wide ? ScanConfig{8, 2} : ScanConfig{16, 1};
+  if (dstate <= 16) {
+    return wide >= 2 ? ScanConfig{4, 4} : wide == 1 ? ScanConfig{8, 2} : ScanConfig{16, 1};
+  }
   if (dstate <= 32) return {32, 1};
   return {32, 2};
 }

@@ -6,11 +6,13 @@
 // pass-specific WM_SCAN_FWD_MIN_THREADS / WM_SCAN_BWD_MIN_THREADS): split time into segments until
 // rows × lanes × segments reaches this many threads (the forward, once it splits, twice as many);
 // WM_SCAN_SEGMENTS forces a segment count;
-// WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1/0: two states per lane for N ≤ 16, or one;
+// WM_SCAN_WIDE (WM_SCAN_FWD_WIDE / WM_SCAN_BWD_WIDE) = 1/0: two states per lane for N ≤ 16, or one
+// (WM_SCAN_FWD_WIDE = 2: four, forward only);
 // WM_SCAN_BWD_FULL_HISTORY = 1: backward keeping every state of a chunk in shared memory;
 // WM_SCAN_BWD_FLUSH = 8/16: backward summing dB/dC every 8 (8 lanes per row only) or 16 steps.
-// Defaults are the fastest measured on the H200 (BENCHMARKS.md): one state per lane forward; two
-// states per lane backward, with the short flush and at least 98304 threads.
+// Defaults are the fastest measured on the H200 (BENCHMARKS.md): forward one state per lane, or
+// two / four where the rows allow (forward_width); two states per lane backward, with the short
+// flush and at least 98304 threads.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -34,6 +36,10 @@ constexpr int64_t kDefaultMinThreads = 32768;
 /// ~2 waves of blocks (BENCHMARKS.md, sixth session: 3 segments were 1–5% slower once the
 /// backward's dB/dC stores got cheaper, 8 segments (2.6 waves) too); none where B·D·8 ≥ 98304.
 constexpr int64_t kDefaultBwdMinThreads = 98304;
+/// Forward with 2 or 4 states per lane (N ≤ 16) once that still gives this many lanes: 15.5 warps
+/// per SM of the H200. (8, 2048, 2048): 4 states per lane 0.443 → 0.338 ms (bf16), 2 states
+/// 0.427 → 0.347 (fp32) (BENCHMARKS.md, seventh session).
+constexpr int64_t kWideMinThreads = 65536;
 constexpr int64_t kMaxGridYZ = 65535;
 
 int64_t env_int(const char *name, int64_t fallback) {
@@ -45,6 +51,15 @@ int64_t env_int(const char *name, int64_t fallback) {
 /// Pass-specific variable first (e.g. WM_SCAN_FWD_WIDE), then the generic one (WM_SCAN_WIDE).
 int64_t knob(const char *specific, const char *generic, int64_t fallback) {
   return env_int(specific, env_int(generic, fallback));
+}
+
+/// The forward's default `wide` for scan_config_for: several states per lane, where the rows
+/// alone give at least kWideMinThreads lanes that way (4 in bfloat16, 2 in float32, whose 4-state
+/// kernel spills at 4 blocks per SM), else one.
+int forward_width(const ScanArgs &a) {
+  const int64_t rows = a.batch * a.dim;
+  if (a.dtype == cuda::ScanDType::BF16 && rows * 4 >= kWideMinThreads) return 2;
+  return rows * 8 >= kWideMinThreads ? 1 : 0;
 }
 
 bool aligned(const void *p, int64_t bytes) {
@@ -74,7 +89,10 @@ ScanArgs make_args(const Inputs &in, bool backward) {
   a.softplus = in.softplus;
   a.dtype = io == at::kBFloat16 ? cuda::ScanDType::BF16 : cuda::ScanDType::F32;
   const char *wide = backward ? "WM_SCAN_BWD_WIDE" : "WM_SCAN_FWD_WIDE";
-  a.cfg = cuda::scan_config_for(a.dstate, knob(wide, "WM_SCAN_WIDE", backward) != 0);
+  const int64_t w = knob(wide, "WM_SCAN_WIDE", -1);  // unset: the default
+  const int64_t width = backward ? (w < 0 ? 1 : std::min<int64_t>(w, 1))
+                                 : (w < 0 ? forward_width(a) : std::min<int64_t>(w, 2));
+  a.cfg = cuda::scan_config_for(a.dstate, static_cast<int>(width));
   a.bwd_full_history = env_int("WM_SCAN_BWD_FULL_HISTORY", 0) != 0;
   a.bwd_short_flush = env_int("WM_SCAN_BWD_FLUSH", 8) == 8;
 
