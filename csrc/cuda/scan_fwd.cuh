@@ -176,74 +176,94 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
       }
     }
   };
+  // Checkpoint c: the state entering chunk c. With 16 lanes per row it is stored at the start of
+  // the chunk, before the next chunk's prefetch is issued (stored after it, the store shared the
+  // prefetch's scoreboard, and in bf16 the scan then waited for the prefetch to land:
+  // BENCHMARKS.md, fifth session). With fewer lanes (kOutTiles) it is stored right after the
+  // previous chunk's scan, 4 states in one vector store: forward+backward −2% at (8, 2048, 2048)
+  // bf16 (seventh session), where storing it late with 16 lanes per row cost the forward 10–15%.
+  auto store_ckpt = [&](int64_t c) {
+    if (kLocal || a.ckpt == nullptr || !pl.valid) return;
+    float *dst = a.ckpt + (pl.row * a.n_chunks + c) * pl.N + pl.n_of(0);
+    if (S == 4 && pl.N % 4 == 0 && pl.n_of(0) < pl.N) {
+      st4(dst, make_float4(h[0], h[S > 1 ? 1 : 0], h[S > 2 ? 2 : 0], h[S > 3 ? 3 : 0]));
+      return;
+    }
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      if (pl.n_of(s) < pl.N) dst[s] = h[s];
+    }
+  };
   float dtsum = 0.f;
-  if (pl.c_begin < pl.c_end) load(pl.c_begin);
+  if (pl.c_begin < pl.c_end) {
+    if (kOutTiles) store_ckpt(pl.c_begin);
+    load(pl.c_begin);
+  }
   for (int64_t c = pl.c_begin; c < pl.c_end; ++c) {
     __syncthreads();
     // The previous chunk's outputs: this thread reads exactly the quads it overwrites next.
     if (kOutTiles && !kLocal && c > pl.c_begin) store_out(c - 1);
     store(c);
     __syncthreads();
-    // The checkpoint is stored before the next chunk's prefetch is issued. Stored after it, the
-    // store shared the prefetch's scoreboard, and in bf16 the loop below then waited for the
-    // prefetch to land (BENCHMARKS.md, fifth session).
-    if (!kLocal && a.ckpt && pl.valid) {
-#pragma unroll
-      for (int s = 0; s < S; ++s) {
-        const int n = pl.n_of(s);
-        if (n < pl.N) a.ckpt[(pl.row * a.n_chunks + c) * pl.N + n] = h[s];
-      }
-    }
+    if (!kOutTiles) store_ckpt(c);
     if (c + 1 < pl.c_end) load(c + 1);
-    // The chunk's groups of LPR steps, fully unrolled into one branch-free block (a conditional
-    // store per group split it into one scheduling region per group, and the compiler could not
-    // overlap a group's y transposes with the next group's recurrence: BENCHMARKS.md, sixth
-    // session). Each lane owns step grp·LPR + ln of every group.
+    // The chunk's groups of LPR steps, unrolled into one branch-free block (a conditional store
+    // per group split it into one scheduling region per group, and the compiler could not overlap
+    // a group's y transposes with the next group's recurrence: BENCHMARKS.md, sixth session); with
+    // 4 lanes per row, into a loop over blocks of 16 steps (fully unrolled, ~2000 instructions per
+    // chunk, the forward was 5% slower at (8, 2048, 2048) bf16; with 8 lanes per row the loop was
+    // 7% slower: seventh session). Each lane owns step grp·LPR + ln of every group.
     constexpr int kGroups = kTC / LPR;
+    constexpr int kIterGroups = LPR == 4 ? 16 / LPR : kGroups;
     constexpr bool kOutRegs = !kLocal && !kOutTiles;
     float ov[kOutRegs ? kGroups : 1], xv[kOutRegs ? kGroups : 1];
+#pragma unroll 1
+    for (int g0 = 0; g0 < kGroups; g0 += kIterGroups) {
 #pragma unroll
-    for (int grp = 0; grp < kGroups; ++grp) {
-      float p[LPR];
+      for (int gi = 0; gi < kIterGroups; ++gi) {
+        const int grp = g0 + gi;
+        float p[LPR];
 #pragma unroll
-      for (int j0 = 0; j0 < LPR; j0 += 4) {
-        const int t0 = grp * LPR + j0;
-        const float4 dt4 = ld4(s_dt + pl.r * RP + t0);
-        const float4 du4 = ld4(s_du + pl.r * RP + t0);
-        float4 b4[S], c4[S];
-#pragma unroll
-        for (int s = 0; s < S; ++s) {
-          b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
-          c4[s] = kLocal ? zero4 : ld4(s_C + (s * LPR + pl.ln) * kTP + t0);
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float dtk = comp(dt4, k), duk = comp(du4, k);
-          float acc = 0.f;
+        for (int j0 = 0; j0 < LPR; j0 += 4) {
+          const int t0 = grp * LPR + j0;
+          const float4 dt4 = ld4(s_dt + pl.r * RP + t0);
+          const float4 du4 = ld4(s_du + pl.r * RP + t0);
+          float4 b4[S], c4[S];
 #pragma unroll
           for (int s = 0; s < S; ++s) {
-            const float dA = ex2(dtk * A2[s]);
-            h[s] = fmaf(dA, h[s], duk * comp(b4[s], k));
-            if (!kLocal) acc = fmaf(comp(c4[s], k), h[s], acc);
+            b4[s] = ld4(s_B + (s * LPR + pl.ln) * kTP + t0);
+            c4[s] = kLocal ? zero4 : ld4(s_C + (s * LPR + pl.ln) * kTP + t0);
           }
-          p[j0 + k] = acc;
-          if (kLocal) dtsum += dtk;
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const float dtk = comp(dt4, k), duk = comp(du4, k);
+            float acc = 0.f;
+#pragma unroll
+            for (int s = 0; s < S; ++s) {
+              const float dA = ex2(dtk * A2[s]);
+              h[s] = fmaf(dA, h[s], duk * comp(b4[s], k));
+              if (!kLocal) acc = fmaf(comp(c4[s], k), h[s], acc);
+            }
+            p[j0 + k] = acc;
+            if (kLocal) dtsum += dtk;
+          }
         }
-      }
-      if constexpr (!kLocal) {
-        const int t = grp * LPR + pl.ln;
-        const float x = fmaf(dskip, s_u[pl.r * RP + t], transpose_reduce<LPR>(p, pl.lane));
-        const float zz = s_z[pl.r * RP + t];
-        const float o = x * fmaf(z_on, zz * sigmoid(zz), 1.f - z_on);  // no branch: x·silu(z) or x
-        if constexpr (kOutTiles) {
-          s_u[pl.r * RP + t] = x;
-          s_z[pl.r * RP + t] = o;
-        } else {
-          xv[grp] = x;
-          ov[grp] = o;
+        if constexpr (!kLocal) {
+          const int t = grp * LPR + pl.ln;
+          const float x = fmaf(dskip, s_u[pl.r * RP + t], transpose_reduce<LPR>(p, pl.lane));
+          const float zz = s_z[pl.r * RP + t];
+          const float o = x * fmaf(z_on, zz * sigmoid(zz), 1.f - z_on);  // x·silu(z) or x
+          if constexpr (kOutTiles) {
+            s_u[pl.r * RP + t] = x;
+            s_z[pl.r * RP + t] = o;
+          } else {
+            xv[grp] = x;
+            ov[grp] = o;
+          }
         }
       }
     }
+    if (kOutTiles && c + 1 < pl.c_end) store_ckpt(c + 1);
     if constexpr (kOutRegs) {
 #pragma unroll
       for (int grp = 0; grp < kGroups; ++grp) {
