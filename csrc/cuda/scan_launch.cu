@@ -59,9 +59,10 @@ __global__ void bwd_combine_kernel(const ScanArgs a) {
 }
 
 /// gB, gC (B, G, N, L) = Σ over row blocks of dbc_part (2, nrb, B·G, L, NP), in fixed order. One
-/// block per (32 steps, b·G + g, B or C): sums a [32 t][N n] tile (reads along n), then writes it
-/// transposed through shared memory (writes along t).
-constexpr int kReduceSteps = 32;
+/// block per (64 steps, b·G + g, B or C): each thread sums 4 consecutive states of one step over
+/// the row blocks (16-byte loads, 8 in flight), the block then writes its [64 t][N n] tile
+/// transposed through shared memory (writes along t). np is a multiple of 4 (lanes × states).
+constexpr int kReduceSteps = 64;
 template <typename T>
 __global__ void __launch_bounds__(256) dbc_reduce_kernel(const ScanArgs a, int64_t nrb,
                                                          int64_t np, T *gB, T *gC) {
@@ -71,12 +72,24 @@ __global__ void __launch_bounds__(256) dbc_reduce_kernel(const ScanArgs a, int64
   const int which = blockIdx.z;
   const int64_t steps = L - t0 < kReduceSteps ? L - t0 : kReduceSteps;
   const float *part = a.dbc_part + which * a.dbc_stride + (bg * L + t0) * np;
-  for (int e = threadIdx.x; e < steps * N; e += blockDim.x) {
-    const int t = e / static_cast<int>(N), n = e % static_cast<int>(N);
+  const int quads = static_cast<int>((N + 3) / 4);
+  const int64_t rb_stride = BG * L * np;
+  for (int e = threadIdx.x; e < steps * quads; e += blockDim.x) {
+    const int t = e / quads, n = 4 * (e % quads);
     const float *p = part + t * np + n;
-    float sum = 0.f;
-    for (int64_t k = 0; k < nrb; ++k) sum += p[k * BG * L * np];
-    tile[n][t] = sum;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int64_t k = 0; k < nrb; ++k) {
+      const float4 v = scan_detail::ld4(p + k * rb_stride);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    tile[n][t] = sum.x;
+    tile[n + 1][t] = sum.y;
+    tile[n + 2][t] = sum.z;
+    tile[n + 3][t] = sum.w;
   }
   __syncthreads();
   T *out = (which ? gC : gB) + bg * N * L + t0;
