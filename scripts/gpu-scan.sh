@@ -15,7 +15,8 @@ py=${PYTHON:-$(command -v python3 || true)}
 [ -x /opt/torch/.venv/bin/python ] && py=${PYTHON:-/opt/torch/.venv/bin/python}
 site=$("$py" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null ||
   echo /opt/torch/.venv/lib/python3.12/site-packages)
-export LD_LIBRARY_PATH="${TORCH_LIB:-$site/torch/lib}:${CUDA_LIB:-$site/nvidia/cu13/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# gpu-bundle/lib: the alsa-lib the binary links (scripts/gpu-bundle.sh); the GPU machine has none.
+export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:${TORCH_LIB:-$site/torch/lib}:${CUDA_LIB:-$site/nvidia/cu13/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 bin=${BIN:-gpu-bundle/wavemamba}
 status=0
 

@@ -37,8 +37,8 @@ constexpr int64_t kDefaultMinThreads = 32768;
 /// backward's dB/dC stores got cheaper, 8 segments (2.6 waves) too); none where B·D·8 ≥ 98304.
 constexpr int64_t kDefaultBwdMinThreads = 98304;
 /// Forward with 2 or 4 states per lane (N ≤ 16) once that still gives this many lanes: 15.5 warps
-/// per SM of the H200. (8, 2048, 2048): 4 states per lane 0.443 → 0.338 ms (bf16), 2 states
-/// 0.427 → 0.347 (fp32) (BENCHMARKS.md, seventh session).
+/// per SM of the H200. (8, 2048, 2048): 4 states per lane 0.442 → 0.328 ms (bf16), 2 states
+/// 0.434 → 0.349 (fp32) (BENCHMARKS.md, seventh session).
 constexpr int64_t kWideMinThreads = 65536;
 constexpr int64_t kMaxGridYZ = 65535;
 
