@@ -185,9 +185,11 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
   auto store_ckpt = [&](int64_t c) {
     if (kLocal || a.ckpt == nullptr || !pl.valid) return;
     float *dst = a.ckpt + (pl.row * a.n_chunks + c) * pl.N + pl.n_of(0);
-    if (S == 4 && pl.N % 4 == 0 && pl.n_of(0) < pl.N) {
-      st4(dst, make_float4(h[0], h[S > 1 ? 1 : 0], h[S > 2 ? 2 : 0], h[S > 3 ? 3 : 0]));
-      return;
+    if constexpr (S == 4) {
+      if (pl.N % 4 == 0 && pl.n_of(0) < pl.N) {
+        st4(dst, make_float4(h[0], h[1], h[2], h[3]));
+        return;
+      }
     }
 #pragma unroll
     for (int s = 0; s < S; ++s) {
