@@ -326,6 +326,7 @@ struct FwdLauncher {
 template <typename T>
 cudaError_t launch_fwd(const ScanArgs &a, bool local, cudaStream_t stream) {
   const FwdLauncher<T> f{a, local, stream};
+  // 4 lanes × 4 states exists for the forward only (with_config also instantiates the backward).
   if (a.cfg.lanes == 4 && a.cfg.states == 4) return f.template operator()<4, 4>();
   return with_config(a.cfg, f);
 }
