@@ -265,10 +265,12 @@ __global__ void scan_bwd_local_kernel(const ScanArgs a);
 template <typename T, int LPR, int S, bool kSub, int TS>
 __global__ void scan_bwd_kernel(const ScanArgs a);
 
-/// Number of thread blocks along x for a configuration: groups × row blocks per group.
+/// Row blocks per group of the layout a kernel was instantiated for (scan_row_blocks; the grid's x
+/// is groups × this).
 template <int LPR, int S>
 inline int64_t row_blocks_per_group(const ScanArgs &a) {
-  return (a.dim / a.groups + Cfg<LPR, S>::RB - 1) / Cfg<LPR, S>::RB;
+  static_assert(32 / LPR * kWarps == Cfg<LPR, S>::RB, "scan_row_blocks: same rows per block");
+  return scan_row_blocks(ScanConfig{LPR, S}, a.dim, a.groups);
 }
 
 template <typename K>
