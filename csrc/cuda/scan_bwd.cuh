@@ -158,7 +158,6 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   T *gu_row = static_cast<T *>(a.gu) + pl.row * pl.L;
   T *gdelta_row = static_cast<T *>(a.gdelta) + pl.row * pl.L;
   T *gz = static_cast<T *>(a.gz);
-  const T *xs = static_cast<const T *>(a.x);
 
   float A2[S], Af[S], gh[S], gA[S];
 #pragma unroll
@@ -222,7 +221,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
         }
         if (has_z && row_ok) {  // gz = gzf·x, straight to global memory
           const int64_t go = pl.row_off + k * pl.unit_stride, t = c * kTC, len = pl.L - pl.q4;
-          const float4 x = load_quad(xs + go, t, len, 1, a.vec);
+          const float4 x = IO<T>::unpack(rows.px[k]);
           store_quad(gz + go, t, len, a.vec,
                      make_float4(gzf[0] * x.x, gzf[1] * x.y, gzf[2] * x.z, gzf[3] * x.w));
         }

@@ -188,13 +188,6 @@ __device__ __forceinline__ typename IO<T>::Raw4 load_quad_raw(const T *row, int6
   return IO<T>::pack(v);
 }
 
-/// load_quad_raw, converted to float32.
-template <typename T>
-__device__ __forceinline__ float4 load_quad(const T *row, int64_t t, int64_t len, int64_t stride,
-                                            bool vec) {
-  return IO<T>::unpack(load_quad_raw(row, t, len, stride, vec));
-}
-
 /// Stores four consecutive time steps t..t+3 of one contiguous row, skipping those past `len`.
 template <typename T>
 __device__ __forceinline__ void store_quad(T *row, int64_t t, int64_t len, bool vec, float4 v) {
