@@ -203,6 +203,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
   }
   for (int64_t c = pl.c_end - 1; c >= pl.c_begin; --c) {
     __syncthreads();
+    float4 gz4[C::ROW_UNITS];  // gz = gzf·x of this thread's quads, stored after the staging
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
       if (rows.in_tile(pl, k)) {
@@ -219,12 +220,8 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
                  row_ok && e < left, dt[e], sd[e], gy[e], gzf[e]);
           du[e] = dt[e] * comp(u4, e);
         }
-        if (has_z && row_ok) {  // gz = gzf·x, straight to global memory
-          const int64_t go = pl.row_off + k * pl.unit_stride, t = c * kTC, len = pl.L - pl.q4;
-          const float4 x = IO<T>::unpack(rows.px[k]);
-          store_quad(gz + go, t, len, a.vec,
-                     make_float4(gzf[0] * x.x, gzf[1] * x.y, gzf[2] * x.z, gzf[3] * x.w));
-        }
+        const float4 x = IO<T>::unpack(rows.px[k]);
+        gz4[k] = make_float4(gzf[0] * x.x, gzf[1] * x.y, gzf[2] * x.z, gzf[3] * x.w);
         const int o = rr * RP + pl.q4;
         st4(s_u + o, u4);
         st4(s_sd + o, make_float4(sd[0], sd[1], sd[2], sd[3]));
@@ -234,6 +231,13 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       }
     }
     bc.store(pl, s_B, s_C);
+#pragma unroll
+    for (int k = 0; k < C::ROW_UNITS; ++k) {
+      if (has_z && rows.in_tile(pl, k) && pl.ur + k * kUnitRows < pl.rows_valid) {
+        const int64_t go = pl.row_off + k * pl.unit_stride;
+        store_quad(gz + go, c * kTC, pl.L - pl.q4, a.vec, gz4[k]);
+      }
+    }
     float h[S];
 #pragma unroll
     for (int s = 0; s < S; ++s) h[s] = ck[s];

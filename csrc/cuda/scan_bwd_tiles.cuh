@@ -34,9 +34,10 @@ struct BwdRows {
     z = IO<T>::unpack(pz[k]);
     g = IO<T>::unpack(pg[k]);
   }
-  /// Whether unit k covers a row of the tile (rows past rows_valid are zero).
+  /// Whether unit k covers a row of the tile (rows past rows_valid are zero); known at compile
+  /// time where the quads cover the tile exactly, so that the staging needs no branch.
   __device__ static bool in_tile(const Place<LPR, S> &pl, int k) {
-    return pl.ur + k * kUnitRows < C::RB;
+    return C::ROW_QUADS % kThreads == 0 || pl.ur + k * kUnitRows < C::RB;
   }
   /// delta_bias of unit k's row (0 without).
   __device__ static float bias(const ScanArgs &a, const Place<LPR, S> &pl, int k) {
@@ -93,7 +94,7 @@ struct BwdBC {
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows;
-      if (n < C::NP) {
+      if (C::BC_QUADS % kThreads == 0 || n < C::NP) {
         const int row = bc_tile_row<LPR, S>(n);
         if (s_B) st4(s_B + row * kTP + pl.q4, IO<T>::unpack(pB[k]));
         st4(s_C + row * kTP + pl.q4, IO<T>::unpack(pC[k]));
@@ -103,13 +104,14 @@ struct BwdBC {
 };
 
 /// Derived per-(row, t) values: dt, σ(delta + bias) (1 without softplus), gy = gout·silu(z) (gout
-/// without z) and gzf = gout·σ(z)·(1 + z·(1 − σ(z))), so that dz = gzf·(y + D·u).
+/// without z) and gzf = gout·σ(z)·(1 + z·(1 − σ(z))), so that dz = gzf·(y + D·u). Branch-free (the
+/// flags select), so that a thread's four steps interleave (as in the forward's staging).
 __device__ __forceinline__ void derive(float delta_b, float z, float go, bool softplus, bool has_z,
                                        bool in, float &dt, float &sd, float &gy, float &gzf) {
-  float sp = delta_b, sig = 1.f;
-  if (softplus) softplus_sigmoid(delta_b, sp, sig);
-  dt = in ? sp : 0.f;
-  sd = sig;
+  float sp, sig;
+  softplus_sigmoid(delta_b, sp, sig);
+  dt = in ? (softplus ? sp : delta_b) : 0.f;
+  sd = softplus ? sig : 1.f;
   const float sz = has_z ? sigmoid(z) : 1.f;
   gy = in ? (has_z ? go * z * sz : go) : 0.f;
   gzf = go * sz * (1.f + z * (1.f - sz));
