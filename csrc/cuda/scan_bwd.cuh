@@ -335,15 +335,14 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
       {
         const int t = grp * LPR + pl.ln;
         const int64_t tg = c * kTC + t;
-        if (pl.valid && tg < pl.L) {
-          const int o = pl.r * RP + t;
-          const float gyv = s_gy[o], dtv = s_dt[o], uv = s_u[o];
-          const float gd = fmaf(Qu, uv, Qdt) * s_sd[o];
-          gu_row[tg] = IO<T>::from_f(fmaf(gyv, dskip, Qu * dtv));
-          gdelta_row[tg] = IO<T>::from_f(gd);
-          gD_acc = fmaf(gyv, uv, gD_acc);
-          gb_acc += gd;
-        }
+        const bool ok = pl.valid && tg < pl.L;  // predicated: no branch inside the group
+        const int o = pl.r * RP + t;
+        const float gyv = s_gy[o], dtv = s_dt[o], uv = s_u[o];
+        const float gd = fmaf(Qu, uv, Qdt) * s_sd[o];
+        store_if(ok, gu_row + tg, fmaf(gyv, dskip, Qu * dtv));
+        store_if(ok, gdelta_row + tg, gd);
+        gD_acc = ok ? fmaf(gyv, uv, gD_acc) : gD_acc;
+        gb_acc += ok ? gd : 0.f;
       }
       if ((grp * LPR) % TS == 0) {
         // Flush steps [t_lo, t_lo + TS): sum over the block's rows (fixed order), written straight

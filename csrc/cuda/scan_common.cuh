@@ -175,6 +175,20 @@ __device__ __forceinline__ int bc_tile_row(int n) {
   return (n % S) * LPR + n / S;
 }
 
+/// *p = v where `pred`, as one predicated store: a branch around a store closes the compiler's
+/// scheduling region, so per-step output stores inside the scan use this.
+__device__ __forceinline__ void store_if(bool pred, float *p, float v) {
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %0, 0; @q st.global.f32 [%1], %2; }" ::"r"(
+                   static_cast<int>(pred)),
+               "l"(p), "f"(v));
+}
+__device__ __forceinline__ void store_if(bool pred, __nv_bfloat16 *p, float v) {
+  const unsigned short raw = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %0, 0; @q st.global.b16 [%1], %2; }" ::"r"(
+                   static_cast<int>(pred)),
+               "l"(p), "h"(raw));
+}
+
 /// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`, as
 /// loaded (IO<T>::unpack converts). `vec`: the row is aligned for a 4-element vector load and
 /// stride == 1.

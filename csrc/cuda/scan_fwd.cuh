@@ -267,13 +267,14 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
     }
     if (kOutTiles && c + 1 < pl.c_end) store_ckpt(c + 1);
     if constexpr (kOutRegs) {
+      // Predicated stores (x only where z gates and the caller saves it).
+      T *const x_dst = (zp && xs) ? xs : out;
 #pragma unroll
       for (int grp = 0; grp < kGroups; ++grp) {
         const int64_t tg = c * kTC + grp * LPR + pl.ln;
-        if (pl.valid && tg < pl.L) {
-          if (zp && xs) xs[tg] = IO<T>::from_f(xv[grp]);
-          out[tg] = IO<T>::from_f(ov[grp]);
-        }
+        const bool ok = pl.valid && tg < pl.L;
+        store_if(ok && zp && xs, x_dst + tg, xv[grp]);
+        store_if(ok, out + tg, ov[grp]);
       }
     }
   }
