@@ -178,15 +178,17 @@ __device__ __forceinline__ int bc_tile_row(int n) {
 /// *p = v where `pred`, as one predicated store: a branch around a store closes the compiler's
 /// scheduling region, so per-step output stores inside the scan use this.
 __device__ __forceinline__ void store_if(bool pred, float *p, float v) {
-  asm volatile("{ .reg .pred q; setp.ne.b32 q, %0, 0; @q st.global.f32 [%1], %2; }" ::"r"(
-                   static_cast<int>(pred)),
-               "l"(p), "f"(v));
+  const int on = pred;
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %0, 0; @q st.global.f32 [%1], %2; }"
+               :
+               : "r"(on), "l"(p), "f"(v));
 }
 __device__ __forceinline__ void store_if(bool pred, __nv_bfloat16 *p, float v) {
+  const int on = pred;
   const unsigned short raw = __bfloat16_as_ushort(__float2bfloat16_rn(v));
-  asm volatile("{ .reg .pred q; setp.ne.b32 q, %0, 0; @q st.global.b16 [%1], %2; }" ::"r"(
-                   static_cast<int>(pred)),
-               "l"(p), "h"(raw));
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %0, 0; @q st.global.b16 [%1], %2; }"
+               :
+               : "r"(on), "l"(p), "h"(raw));
 }
 
 /// Four consecutive time steps t..t+3 of one row (element stride `stride`), zero past `len`, as
