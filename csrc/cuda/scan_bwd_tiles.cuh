@@ -34,8 +34,8 @@ struct BwdRows {
     z = IO<T>::unpack(pz[k]);
     g = IO<T>::unpack(pg[k]);
   }
-  /// Whether unit k covers a row of the tile (rows past rows_valid are zero); known at compile
-  /// time where the quads cover the tile exactly, so that the staging needs no branch.
+  /// Whether unit k covers a row of the tile (rows past rows_valid are zero): Cfg::row_in_tile,
+  /// written out because calling it changes the backward's SASS (same logic, not re-measured).
   __device__ static bool in_tile(const Place<LPR, S> &pl, int k) {
     return C::ROW_QUADS % kThreads == 0 || pl.ur + k * kUnitRows < C::RB;
   }
@@ -94,7 +94,7 @@ struct BwdBC {
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows;
-      if (C::BC_QUADS % kThreads == 0 || n < C::NP) {
+      if (C::bc_in_tile(n)) {
         const int row = bc_tile_row<LPR, S>(n);
         if (s_B) st4(s_B + row * kTP + pl.q4, IO<T>::unpack(pB[k]));
         st4(s_C + row * kTP + pl.q4, IO<T>::unpack(pC[k]));

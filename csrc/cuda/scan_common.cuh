@@ -60,6 +60,11 @@ struct Cfg {
   static constexpr int ROW_UNITS = (ROW_QUADS + kThreads - 1) / kThreads;
   static constexpr int BC_QUADS = NP * (kTC / 4);
   static constexpr int BC_UNITS = (BC_QUADS + kThreads - 1) / kThreads;
+  /// Whether a staging unit's tile row rr (row of the block) / n (state) lies inside the tile:
+  /// true at compile time where the quads cover the tiles exactly (every N ≤ 16 layout), so that
+  /// the staging has no branch there.
+  __device__ static bool row_in_tile(int rr) { return ROW_QUADS % kThreads == 0 || rr < RB; }
+  __device__ static bool bc_in_tile(int n) { return BC_QUADS % kThreads == 0 || n < NP; }
   // Steps per dB/dC flush in the backward: the default, and the short one (WM_SCAN_BWD_FLUSH=8,
   // N ≤ 16 layouts with 8 lanes per row) that frees shared memory for a third block per SM.
   static constexpr int TS = LPR > 16 ? LPR : 16;

@@ -120,15 +120,15 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
   };
 
   // Stages chunk c from the prefetch registers: dt = softplus(delta + bias) (or delta + bias), zero
-  // past the sequence. Branch-free where the quads cover the tiles exactly, and the softplus flag
-  // selects rather than branches: each thread's four softplus chains then overlap (forward
-  // −1…−11%, BENCHMARKS.md, eighth session).
+  // past the sequence. Branch-free where the quads cover the tiles exactly (row_in_tile,
+  // bc_in_tile), and the softplus flag selects rather than branches: each thread's four softplus
+  // chains then overlap (forward −1…−11%, BENCHMARKS.md, eighth session).
   auto store = [&](int64_t c) {
     const int64_t t = c * kTC;
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
       const int rr = pl.ur + k * kUnitRows;
-      if (C::ROW_QUADS % kThreads == 0 || rr < C::RB) {
+      if (C::row_in_tile(rr)) {
         const bool row_ok = rr < pl.rows_valid;
         const float4 u4 = IO<T>::unpack(pu[k]), d4 = IO<T>::unpack(pd[k]);
         float dt[4], du[4];
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, kDense && LPR < 32 ? 4 : 1)
 #pragma unroll
     for (int k = 0; k < C::BC_UNITS; ++k) {
       const int n = pl.ur + k * kUnitRows;
-      if (C::BC_QUADS % kThreads == 0 || n < C::NP) {
+      if (C::bc_in_tile(n)) {
         const int row = bc_tile_row<LPR, S>(n);
         st4(s_B + row * kTP + pl.q4, IO<T>::unpack(pB[k]));
         if (!kLocal) st4(s_C + row * kTP + pl.q4, IO<T>::unpack(pC[k]));
