@@ -124,11 +124,10 @@ pub fn generate_tokens(
     }
     let state = state.repeat_batch(n);
     let prefill_s = started.elapsed().as_secs_f64();
-    // On the CPU the fused engine steps (plain model and U-Net; no libtorch call per sample);
-    // on other devices the batched tch step.
-    let engine = match model.device() {
-        Device::Cpu => Some(StepEngine::new(model, opts.num)?),
-        _ => None,
+    let engine = if engine_steps(model.device(), opts.num) {
+        Some(StepEngine::new(model, opts.num)?)
+    } else {
+        None
     };
     let (generated, path) = match engine {
         Some(mut e) => {
@@ -152,6 +151,23 @@ pub fn generate_tokens(
         generate_s: generated.1,
         path,
     })
+}
+
+/// Streams up to which a model on a GPU still samples with the CPU step engine, after the GPU
+/// prefill: one batched tch step on the GPU costs about as much as this many engine steps.
+/// Measured with `generate --device cuda` on the H200 host (BENCHMARKS.md, "generate on CUDA").
+pub const ENGINE_MAX_STREAMS_OFF_CPU: usize = 128;
+
+/// Whether sampling runs on the fused CPU step engine (plain model and U-Net; no libtorch call per
+/// sample) rather than the batched tch step on the model's device: always on the CPU, and on a GPU
+/// for up to [`ENGINE_MAX_STREAMS_OFF_CPU`] streams (a per-sample GPU step is bound by kernel
+/// launches, not arithmetic). `WM_GENERATE_STEP=engine|tch` forces one path (for benchmarks).
+fn engine_steps(device: Device, streams: usize) -> bool {
+    match std::env::var("WM_GENERATE_STEP").as_deref() {
+        Ok("engine") => true,
+        Ok("tch") => false,
+        _ => device == Device::Cpu || streams <= ENGINE_MAX_STREAMS_OFF_CPU,
+    }
 }
 
 /// The sampling loop shared by every step path: returns the streams' tokens and the seconds spent.

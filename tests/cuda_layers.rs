@@ -1,15 +1,17 @@
 //! The fused CUDA layers (`ops::layers`: causal conv1d + SiLU, RMSNorm) against the ATen
 //! composites the CPU runs, forward and every gradient, in float64 on the CPU as the reference;
-//! and a whole model's training steps on CUDA against the CPU. Run on a GPU machine
-//! (scripts/gpu-run.sh).
+//! and a whole model on CUDA against the CPU: training steps, and generation (GPU prefill, CPU
+//! step engine). Run on a GPU machine (scripts/gpu-run.sh).
 #![cfg(feature = "cuda")]
 
 use tch::{Device, Kind, Tensor};
 use wavemamba::config::MambaConfig;
+use wavemamba::generate::{generate_tokens, GenerateOptions, ENGINE_MAX_STREAMS_OFF_CPU};
 use wavemamba::model::loss::mean_nll_nats;
 use wavemamba::model::RmsNorm;
 use wavemamba::model::WaveMamba;
 use wavemamba::ops::layers::{causal_conv1d_silu, rms_norm};
+use wavemamba::stream::StepEngine;
 use wavemamba::train::make_optimizer;
 
 const GPU: Device = Device::Cuda(0);
@@ -302,5 +304,64 @@ fn cuda_training_steps_match_cpu() {
     assert!(
         losses[4] < losses[0],
         "the loss should fall over 5 steps: {losses:?}"
+    );
+}
+
+/// `generate` with a model on the GPU prefills there and, for up to ENGINE_MAX_STREAMS_OFF_CPU
+/// streams, samples with the CPU step engine from the GPU's state. The GPU's prefill state, loaded
+/// into the engine, gives the logits the CPU's own gives (sampled tokens are not compared: one
+/// flipped draw diverges the rest), and generation takes that path, deterministically.
+#[test]
+fn cuda_generation_prefills_on_the_gpu_and_samples_on_the_cpu_engine() {
+    let config = MambaConfig::preset("small").unwrap();
+    tch::manual_seed(7);
+    let cpu = WaveMamba::new(config.clone(), Default::default(), Device::Cpu).unwrap();
+    let mut gpu = WaveMamba::new(config, Default::default(), GPU).unwrap();
+    gpu.vs.copy(&cpu.vs).unwrap();
+    let prompt: Vec<u8> = (0..3000)
+        .map(|i| (128.0 + 90.0 * (i as f64 * 0.07).sin()) as u8)
+        .collect();
+    let input: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+    let mut logits = Vec::new();
+    for model in [&cpu, &gpu] {
+        let mut state = model.zero_state(1);
+        let x = Tensor::from_slice(&input)
+            .unsqueeze(0)
+            .to_device(model.device());
+        tch::no_grad(|| model.prefill_last(&x, &mut state)).unwrap();
+        let mut engine = StepEngine::new(model, 1).unwrap();
+        engine.load_state(&state).unwrap();
+        logits.push(Tensor::from_slice(engine.step(&[77]).unwrap()));
+    }
+    let e = rel_err(&logits[1], &logits[0]);
+    assert!(
+        e < 1e-4,
+        "engine logits after the GPU prefill: rel err {e:.2e}"
+    );
+
+    let opts = GenerateOptions {
+        samples: 300,
+        num: 3,
+        temperature: 1.0,
+        top_p: 0.95,
+        seed: 11,
+        progress: false,
+    };
+    assert!(opts.num <= ENGINE_MAX_STREAMS_OFF_CPU);
+    let a = generate_tokens(&gpu, &prompt, &opts).unwrap();
+    assert_eq!(
+        a.path, "engine",
+        "a few streams on a GPU should sample on the CPU engine"
+    );
+    assert_eq!(a.tokens.len(), 3);
+    assert!(a.tokens.iter().all(|t| t.len() == 300));
+    let distinct: std::collections::BTreeSet<u8> = a.tokens[0].iter().copied().collect();
+    assert!(
+        distinct.len() > 10,
+        "sampled tokens should vary: {distinct:?}"
+    );
+    assert_eq!(
+        generate_tokens(&gpu, &prompt, &opts).unwrap().tokens,
+        a.tokens
     );
 }
