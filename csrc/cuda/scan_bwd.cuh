@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks(LPR, S, kSub, TS))
     bc.store(pl, s_B, s_C);
 #pragma unroll
     for (int k = 0; k < C::ROW_UNITS; ++k) {
-      if (has_z && rows.in_tile(pl, k) && pl.ur + k * kUnitRows < pl.rows_valid) {
+      if (has_z && pl.ur + k * kUnitRows < pl.rows_valid) {
         const int64_t go = pl.row_off + k * pl.unit_stride;
         store_quad(gz + go, c * kTC, pl.L - pl.q4, a.vec, gz4[k]);
       }

@@ -34,10 +34,9 @@ struct BwdRows {
     z = IO<T>::unpack(pz[k]);
     g = IO<T>::unpack(pg[k]);
   }
-  /// Whether unit k covers a row of the tile (rows past rows_valid are zero): Cfg::row_in_tile,
-  /// written out because calling it changes the backward's SASS (same logic, not re-measured).
+  /// Whether unit k covers a row of the tile (rows past rows_valid are zero).
   __device__ static bool in_tile(const Place<LPR, S> &pl, int k) {
-    return C::ROW_QUADS % kThreads == 0 || pl.ur + k * kUnitRows < C::RB;
+    return C::row_in_tile(pl.ur + k * kUnitRows);
   }
   /// delta_bias of unit k's row (0 without).
   __device__ static float bias(const ScanArgs &a, const Place<LPR, S> &pl, int k) {
