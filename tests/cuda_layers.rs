@@ -270,15 +270,21 @@ fn fused_layers_reject_bad_input_clearly() {
     assert!(e.contains("weight"), "{e}");
 }
 
+/// The `small` preset with random weights (seeded), on the CPU and an identical copy on the GPU.
+fn small_model_on_cpu_and_gpu(seed: i64) -> (WaveMamba, WaveMamba) {
+    let config = MambaConfig::preset("small").unwrap();
+    tch::manual_seed(seed);
+    let cpu = WaveMamba::new(config.clone(), Default::default(), Device::Cpu).unwrap();
+    let mut gpu = WaveMamba::new(config, Default::default(), GPU).unwrap();
+    gpu.vs.copy(&cpu.vs).unwrap();
+    (cpu, gpu)
+}
+
 /// The default model size trains the same on CUDA (fused layers, CUDA scan, fused AdamW) as on
 /// the CPU for its first steps: same initial weights, same batches, fp32.
 #[test]
 fn cuda_training_steps_match_cpu() {
-    let config = MambaConfig::preset("small").unwrap();
-    tch::manual_seed(42);
-    let cpu = WaveMamba::new(config.clone(), Default::default(), Device::Cpu).unwrap();
-    let mut gpu = WaveMamba::new(config, Default::default(), GPU).unwrap();
-    gpu.vs.copy(&cpu.vs).unwrap();
+    let (cpu, gpu) = small_model_on_cpu_and_gpu(42);
     let (mut opt_c, mut opt_g) = (make_optimizer(&cpu), make_optimizer(&gpu));
     let mut losses = Vec::new();
     for step in 0..5 {
@@ -313,11 +319,7 @@ fn cuda_training_steps_match_cpu() {
 /// flipped draw diverges the rest), and generation takes that path, deterministically.
 #[test]
 fn cuda_generation_prefills_on_the_gpu_and_samples_on_the_cpu_engine() {
-    let config = MambaConfig::preset("small").unwrap();
-    tch::manual_seed(7);
-    let cpu = WaveMamba::new(config.clone(), Default::default(), Device::Cpu).unwrap();
-    let mut gpu = WaveMamba::new(config, Default::default(), GPU).unwrap();
-    gpu.vs.copy(&cpu.vs).unwrap();
+    let (cpu, gpu) = small_model_on_cpu_and_gpu(7);
     let prompt: Vec<u8> = (0..3000)
         .map(|i| (128.0 + 90.0 * (i as f64 * 0.07).sin()) as u8)
         .collect();
@@ -328,7 +330,7 @@ fn cuda_generation_prefills_on_the_gpu_and_samples_on_the_cpu_engine() {
         let x = Tensor::from_slice(&input)
             .unsqueeze(0)
             .to_device(model.device());
-        tch::no_grad(|| model.prefill_last(&x, &mut state)).unwrap();
+        let _logits = tch::no_grad(|| model.prefill_last(&x, &mut state)).unwrap();
         let mut engine = StepEngine::new(model, 1).unwrap();
         engine.load_state(&state).unwrap();
         logits.push(Tensor::from_slice(engine.step(&[77]).unwrap()));
