@@ -2,7 +2,8 @@
 # On the GPU machine, from the CUDA bundle (scripts/gpu-bundle.sh): the CUDA scan tests, then
 # `wavemamba bench scan --device cuda` on the cases of issue 8 (BENCHMARKS.md), each with the
 # tuning variants given in $VARIANTS (space-separated env assignments, commas between several;
-# "default" = none). JSON lines go to $OUT/bench.jsonl, logs to $OUT/, a table to stdout.
+# "default" = none). JSON lines go to $OUT/bench.jsonl, logs to $OUT/, a table to stdout (medians;
+# "q" columns: means of calls queued back to back).
 #   scripts/gpu-scan.sh                      # tests + benchmarks, default settings
 #   SKIP_TESTS=1 VARIANTS="default,WM_SCAN_WIDE=1" scripts/gpu-scan.sh
 #   TEST_VARIANTS="default,WM_SCAN_BWD_WIDE=0" PROFILE="16,128,16384,bf16" BIN=other/wavemamba …
@@ -77,7 +78,7 @@ import json, sys
 target = {("16,128,16384","float32"): (0.75, 2.45), ("16,128,16384","bfloat16"): (0.36, 1.84),
           ("8,256,65536","float32"): (2.72, 9.37), ("8,2048,2048","float32"): (0.59, 2.14),
           ("8,2048,2048","bfloat16"): (0.33, 1.57), ("1,256,1048576","float32"): (6.0, 21.6)}
-print(f"{'variant':34} {'case':16} {'dtype':8} {'fwd ms':>8} {'(<=)':>6} {'f+b ms':>8} {'(<=)':>6} {'GB/s':>6} {'f+b GB/s':>8} {'ws/BDL':>6}")
+print(f"{'variant':34} {'case':16} {'dtype':8} {'fwd ms':>8} {'(<=)':>6} {'f+b ms':>8} {'(<=)':>6} {'GB/s':>6} {'f+b GB/s':>8} {'ws/BDL':>6} {'fwd q':>7} {'f+b q':>7}")
 try:
     lines = open(sys.argv[1]).read().split("\n")
 except OSError:
@@ -91,7 +92,8 @@ for line in lines:
     ws = r.get("cuda_workspace_over_bdl_f32")
     print(f"{x['variant'][:34]:34} {case:16} {r['dtype'][:8]:8} {r['fwd_ms']:8.3f} {t[0]:6.2f} "
           f"{(r['fwdbwd_ms'] or 0):8.3f} {t[1]:6.2f} {r['achieved_gbps']:6.0f} "
-          f"{(r['fwdbwd_achieved_gbps'] or 0):8.0f} {(ws if ws is not None else float('nan')):6.2f}")
+          f"{(r['fwdbwd_achieved_gbps'] or 0):8.0f} {(ws if ws is not None else float('nan')):6.2f} "
+          f"{(r.get('fwd_ms_queued') or float('nan')):7.3f} {(r.get('fwdbwd_ms_queued') or float('nan')):7.3f}")
 EOF
 # Optional Nsight Compute profiles (PROFILE="B,D,L,dtype …"): one forward+backward each, the scan
 # kernels only, speed-of-light and warp-state sections, into $OUT/ncu_*.txt.

@@ -74,6 +74,36 @@ pub fn median_device_ms(
     Ok((times[times.len() / 2], TimingMethod::CudaEvents))
 }
 
+/// Mean device time in milliseconds of one run of `f` among `reps` runs queued back to back on
+/// CUDA, after `warmup` runs: one pair of CUDA events around all of them, no wait in between, as
+/// in a training loop. [`median_device_ms`] starts every run on an idle GPU, so its times also
+/// count the host's launch latency wherever it exceeds the GPU work queued so far; this one
+/// counts it only where the host cannot keep ahead of the GPU at all. `None` off CUDA.
+///
+/// # Errors
+/// A CUDA error from the events.
+pub fn queued_device_ms(
+    device: Device,
+    warmup: usize,
+    reps: usize,
+    mut f: impl FnMut(),
+) -> crate::Result<Option<f64>> {
+    let Device::Cuda(index) = device else {
+        return Ok(None);
+    };
+    let timer = crate::ops::cuda::CudaTimer::new(index)?;
+    for _ in 0..warmup {
+        f();
+    }
+    tch::Cuda::synchronize(index as i64);
+    let reps = reps.max(1);
+    timer.start()?;
+    for _ in 0..reps {
+        f();
+    }
+    Ok(Some(timer.stop_ms()? / reps as f64))
+}
+
 /// Resident-set high-water mark of this process (Linux `/proc/self/status` VmHWM), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_kib("VmHWM:").map(|k| k * 1024)

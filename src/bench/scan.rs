@@ -9,7 +9,10 @@
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::{median_device_ms, median_ms, peak_rss_bytes, reset_peak_rss, rss_bytes, TimingMethod};
+use super::{
+    median_device_ms, median_ms, peak_rss_bytes, queued_device_ms, reset_peak_rss, rss_bytes,
+    TimingMethod,
+};
 use crate::ops::cuda::cuda_memory;
 use crate::ops::{selective_scan, selective_scan_ref, ScanInputs};
 use crate::{Error, Result};
@@ -37,7 +40,7 @@ pub struct ScanBench {
     pub seed: i64,
 }
 
-/// What one benchmark run measured. Times are medians in milliseconds.
+/// What one benchmark run measured. Times are medians in milliseconds (the `_queued` ones: means).
 #[derive(Debug, Serialize)]
 pub struct ScanReport {
     pub batch: i64,
@@ -55,6 +58,11 @@ pub struct ScanReport {
     /// B·D·L·N divided by the forward time.
     pub fwd_state_updates_per_s: f64,
     pub fwdbwd_ms: Option<f64>,
+    /// CUDA only: mean time per call of `reps` calls queued back to back
+    /// ([`queued_device_ms`](super::queued_device_ms)), which leaves out the host's launch
+    /// latency that the medians count at every call's start.
+    pub fwd_ms_queued: Option<f64>,
+    pub fwdbwd_ms_queued: Option<f64>,
     /// forward+backward time over forward time.
     pub fwdbwd_over_fwd: Option<f64>,
     pub ref_fwd_ms: Option<f64>,
@@ -244,6 +252,9 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
     let (fwd_ms, timing) = median_device_ms(cfg.device, cfg.warmup, cfg.reps, || {
         let _ = selective_scan(&plain.inputs());
     })?;
+    let fwd_ms_queued = queued_device_ms(cfg.device, 1, cfg.reps, || {
+        let _ = selective_scan(&plain.inputs());
+    })?;
     let ref_fwd_ms = if cfg.reference {
         Some(median_ms(cfg.device, 1, cfg.reps.clamp(1, 3), || {
             let _ = selective_scan_ref(&plain.inputs());
@@ -256,6 +267,7 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
     drop(plain);
 
     let mut fwdbwd_ms = None;
+    let mut fwdbwd_ms_queued = None;
     let mut fwdbwd_bytes = None;
     if let Some(p) = &grad_problem {
         let mut failed = None;
@@ -268,6 +280,14 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
             return Err(e);
         }
         fwdbwd_ms = Some(t);
+        fwdbwd_ms_queued = queued_device_ms(cfg.device, 1, cfg.reps, || {
+            if let Err(e) = fwd_bwd(p) {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         // Forward, then the inputs and the output gradients read again and every input gradient
         // written once.
         fwdbwd_bytes = Some(fwd_bytes + (2 * p.input_bytes() + out_bytes(p)) as f64);
@@ -294,6 +314,8 @@ pub fn run(cfg: &ScanBench) -> Result<ScanReport> {
         fwd_ms,
         fwd_state_updates_per_s: updates / (fwd_ms * 1e-3),
         fwdbwd_ms,
+        fwd_ms_queued,
+        fwdbwd_ms_queued,
         fwdbwd_over_fwd: fwdbwd_ms.map(|t| t / fwd_ms),
         ref_fwd_ms,
         speedup_vs_reference: ref_fwd_ms.map(|r| r / fwd_ms),
@@ -342,6 +364,12 @@ impl std::fmt::Display for ScanReport {
                 (self.fwdbwd_achieved_gbps, self.fwdbwd_fraction_of_4300_gbps)
             {
                 write!(f, "   {g:.0} GB/s ({:.1}% of 4.3 TB/s)", 100.0 * q)?;
+            }
+        }
+        if let Some(q) = self.fwd_ms_queued {
+            write!(f, "\n  queued back to back: forward {q:.3} ms")?;
+            if let Some(qb) = self.fwdbwd_ms_queued {
+                write!(f, ", forward+backward {qb:.3} ms")?;
             }
         }
         if let (Some(t), Some(s)) = (self.ref_fwd_ms, self.speedup_vs_reference) {

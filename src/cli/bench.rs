@@ -15,7 +15,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum What {
     /// Selective scan kernel: forward / forward+backward medians, state-updates/s, memory, and the
-    /// speed ratio against the pure-tch reference.
+    /// speed ratio against the pure-tch reference; on CUDA also the mean of calls queued back to
+    /// back (no idle GPU between calls, as in training).
     ///
     /// Example: wavemamba bench scan --batch 4 --dim 128 --len 16384 --state 16 --threads 2 --backward
     Scan(ScanArgs),
