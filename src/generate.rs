@@ -123,6 +123,9 @@ pub fn generate_tokens(
         let _logits = tch::no_grad(|| model.prefill_last(&x, &mut state))?;
     }
     let state = state.repeat_batch(n);
+    if let Device::Cuda(index) = model.device() {
+        tch::Cuda::synchronize(index as i64); // prefill_s: the GPU's work, not just its launch
+    }
     let prefill_s = started.elapsed().as_secs_f64();
     let engine = if engine_steps(model.device(), opts.num) {
         Some(StepEngine::new(model, opts.num)?)
