@@ -158,7 +158,8 @@ pub fn generate_tokens(
 
 /// Streams up to which a model on a GPU still samples with the CPU step engine, after the GPU
 /// prefill: one batched tch step on the GPU costs about as much as this many engine steps.
-/// Measured with `generate --device cuda` on the H200 host (BENCHMARKS.md, "generate on CUDA").
+/// Measured with `generate --device cuda` on the H200 host (BENCHMARKS.md, "generate on CUDA");
+/// `generate --help` states the number.
 pub const ENGINE_MAX_STREAMS_OFF_CPU: usize = 128;
 
 /// Whether sampling runs on the fused CPU step engine (plain model and U-Net; no libtorch call per

@@ -35,7 +35,8 @@ pub struct Args {
     // --temperature, --top-p, --seed (live: used in continue mode)
     #[command(flatten)]
     sampling: super::sampling::SamplingArgs,
-    /// cpu, cuda or cuda:N
+    /// cpu, cuda or cuda:N. On a GPU the prompt is prefilled there and, for up to 128
+    /// continuations, sampled on the CPU step engine (faster than a GPU step per sample)
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Output sample rate in Hz (default: the prompt's)
