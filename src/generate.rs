@@ -2,6 +2,7 @@
 //! token at a time for every stream of the batch. Audio in/out lives in the CLI-facing
 //! [`continue_audio`]; [`generate_tokens`] is the token-level core.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,6 +25,9 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Show a progress bar with the real-time factor.
     pub progress: bool,
+    /// CPU threads of the step engine, each sampling its share of the streams (0 = one per core).
+    /// The tokens do not depend on it.
+    pub threads: usize,
 }
 
 /// Generated tokens and timings.
@@ -127,26 +131,16 @@ pub fn generate_tokens(
         tch::Cuda::synchronize(index as i64); // prefill_s: the GPU's work, not just its launch
     }
     let prefill_s = started.elapsed().as_secs_f64();
-    let engine = if engine_steps(model.device(), opts.num) {
-        Some(StepEngine::new(model, opts.num)?)
+    let rate = model.audio.sample_rate;
+    let workers = engine_workers(opts);
+    let (generated, path) = if engine_steps(model.device(), opts.num, workers) {
+        (
+            sample_on_engines(model, &state, last_token, opts, workers, rate)?,
+            "engine",
+        )
     } else {
-        None
-    };
-    let (generated, path) = match engine {
-        Some(mut e) => {
-            e.load_state(&state)?;
-            (
-                run_sampling(&mut e, last_token, opts, model.audio.sample_rate)?,
-                "engine",
-            )
-        }
-        None => {
-            let mut stepper = TchStepper::new(model, state);
-            (
-                run_sampling(&mut stepper, last_token, opts, model.audio.sample_rate)?,
-                "tch",
-            )
-        }
+        let mut stepper = TchStepper::new(model, state);
+        (run_sampling(&mut stepper, last_token, opts, rate)?, "tch")
     };
     Ok(Generated {
         tokens: generated.0,
@@ -156,32 +150,123 @@ pub fn generate_tokens(
     })
 }
 
-/// Streams up to which a model on a GPU still samples with the CPU step engine, after the GPU
-/// prefill: one batched tch step on the GPU costs about as much as this many engine steps.
-/// Measured with `generate --device cuda` on the H200 host (BENCHMARKS.md, "generate on CUDA");
-/// `generate --help` states the number.
-pub const ENGINE_MAX_STREAMS_OFF_CPU: usize = 128;
+/// Streams per engine thread up to which a model on a GPU still samples with the CPU step engine,
+/// after the GPU prefill: with one thread, 256 streams on the engine and one batched tch step per
+/// sample on the GPU tie; with more threads the engine is further ahead (the tch step's cost
+/// grows with the batch). Measured with `generate --device cuda` on the H200 host (BENCHMARKS.md,
+/// "generate on CUDA"); `generate --help` states the rule.
+pub const ENGINE_MAX_STREAMS_OFF_CPU: usize = 256;
 
 /// Whether sampling runs on the fused CPU step engine (plain model and U-Net; no libtorch call per
 /// sample) rather than the batched tch step on the model's device: always on the CPU, and on a GPU
-/// for up to [`ENGINE_MAX_STREAMS_OFF_CPU`] streams (a per-sample GPU step is bound by kernel
-/// launches, not arithmetic). `WM_GENERATE_STEP=engine|tch` forces one path (for benchmarks).
-fn engine_steps(device: Device, streams: usize) -> bool {
+/// for up to [`ENGINE_MAX_STREAMS_OFF_CPU`] streams per engine thread (a per-sample GPU step is
+/// bound by kernel launches, not arithmetic). `WM_GENERATE_STEP=engine|tch` forces one path (for
+/// benchmarks).
+fn engine_steps(device: Device, streams: usize, workers: usize) -> bool {
     match std::env::var("WM_GENERATE_STEP").as_deref() {
         Ok("engine") => true,
         Ok("tch") => false,
-        _ => device == Device::Cpu || streams <= ENGINE_MAX_STREAMS_OFF_CPU,
+        _ => device == Device::Cpu || streams <= ENGINE_MAX_STREAMS_OFF_CPU * workers,
     }
 }
 
-/// The sampling loop shared by every step path: returns the streams' tokens and the seconds spent.
+/// Engine threads for `opts`: `opts.threads` (0: the cores this process may use), at most one
+/// per stream.
+fn engine_workers(opts: &GenerateOptions) -> usize {
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    threads.clamp(1, opts.num.max(1))
+}
+
+/// Samples every stream of `state` (prefilled, `opts.num` rows) on `workers` step engines, one
+/// thread each with a contiguous range of streams. Each stream's sampler is seeded by its index
+/// among all streams and the engine steps streams independently, so the tokens are those of one
+/// engine for all. Returns the streams' tokens and the seconds spent.
+fn sample_on_engines(
+    model: &WaveMamba,
+    state: &State,
+    first_input: u8,
+    opts: &GenerateOptions,
+    workers: usize,
+    sample_rate: u32,
+) -> Result<(Vec<Vec<u8>>, f64)> {
+    let ranges: Vec<Range<usize>> = (0..workers)
+        .map(|w| w * opts.num / workers..(w + 1) * opts.num / workers)
+        .collect();
+    let mut engines = Vec::with_capacity(workers);
+    for r in &ranges {
+        let mut e = StepEngine::new(model, r.len())?;
+        e.load_state(&state.narrow_batch(r.start as i64, r.len() as i64))?;
+        engines.push(e);
+    }
+    let bar = bar(opts);
+    let started = Instant::now();
+    let parts: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = engines
+            .into_iter()
+            .zip(ranges)
+            .enumerate()
+            .map(|(w, (mut engine, streams))| {
+                // The first thread's streams stand for all in the progress bar.
+                let bar = if w == 0 {
+                    bar.clone()
+                } else {
+                    ProgressBar::hidden()
+                };
+                s.spawn(move || {
+                    sample_streams(&mut engine, first_input, opts, streams, &bar, sample_rate)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Kernel {
+                        op: "generate",
+                        message: "a sampling thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let mut tokens = Vec::with_capacity(opts.num);
+    for part in parts {
+        tokens.extend(part?);
+    }
+    Ok((tokens, started.elapsed().as_secs_f64()))
+}
+
+/// The sampling loop shared by every step path, for all `opts.num` streams of `stepper`: returns
+/// their tokens and the seconds spent.
 pub fn run_sampling(
     stepper: &mut dyn Stepper,
     first_input: u8,
     opts: &GenerateOptions,
     sample_rate: u32,
 ) -> Result<(Vec<Vec<u8>>, f64)> {
-    let mut samplers: Vec<Sampler> = (0..opts.num)
+    let bar = bar(opts);
+    let started = Instant::now();
+    let tokens = sample_streams(stepper, first_input, opts, 0..opts.num, &bar, sample_rate)?;
+    bar.finish_and_clear();
+    Ok((tokens, started.elapsed().as_secs_f64()))
+}
+
+/// Samples `opts.samples` tokens for `streams` (indices among all `opts.num` streams: they seed
+/// the samplers), which are the streams of `stepper` in order.
+fn sample_streams(
+    stepper: &mut dyn Stepper,
+    first_input: u8,
+    opts: &GenerateOptions,
+    streams: Range<usize>,
+    bar: &ProgressBar,
+    sample_rate: u32,
+) -> Result<Vec<Vec<u8>>> {
+    let n = streams.len();
+    let mut samplers: Vec<Sampler> = streams
         .map(|i| {
             Sampler::new(
                 opts.seed.wrapping_add(i as u64 * 7919),
@@ -190,13 +275,12 @@ pub fn run_sampling(
             )
         })
         .collect();
-    let mut out = vec![Vec::with_capacity(opts.samples); opts.num];
-    let mut current = vec![first_input; opts.num];
-    let bar = bar(opts);
+    let mut out = vec![Vec::with_capacity(opts.samples); n];
+    let mut current = vec![first_input; n];
     let started = Instant::now();
     for i in 0..opts.samples {
         let logits = stepper.step(&current)?;
-        let vocab = logits.len() / opts.num;
+        let vocab = logits.len() / n;
         for (s, sampler) in samplers.iter_mut().enumerate() {
             let tok = sampler.sample(&logits[s * vocab..(s + 1) * vocab]) as u8;
             out[s].push(tok);
@@ -209,8 +293,7 @@ pub fn run_sampling(
             bar.set_message(format!("real-time factor {:.2}", secs / audio_s));
         }
     }
-    bar.finish_and_clear();
-    Ok((out, started.elapsed().as_secs_f64()))
+    Ok(out)
 }
 
 fn bar(opts: &GenerateOptions) -> ProgressBar {

@@ -348,8 +348,9 @@ fn cuda_generation_prefills_on_the_gpu_and_samples_on_the_cpu_engine() {
         top_p: 0.95,
         seed: 11,
         progress: false,
+        threads: 0,
     };
-    assert!(opts.num <= ENGINE_MAX_STREAMS_OFF_CPU);
+    assert!(opts.num <= ENGINE_MAX_STREAMS_OFF_CPU); // with any number of engine threads
     let a = generate_tokens(&gpu, &prompt, &opts).unwrap();
     assert_eq!(
         a.path, "engine",

@@ -448,6 +448,7 @@ fn generate_runs_the_unet_on_the_engine_as_the_tch_step_would() {
         top_p: 1.0,
         seed: 9,
         progress: false,
+        threads: 1,
     };
     let got = generate_tokens(&m, &prompt, &opts).unwrap();
     assert_eq!(got.path, "engine");
@@ -461,4 +462,36 @@ fn generate_runs_the_unet_on_the_engine_as_the_tch_step_would() {
     let mut stepper = TchStepper::new(&m, state.repeat_batch(2));
     let (reference, _) = run_sampling(&mut stepper, prompt[300], &opts, 16_000).unwrap();
     assert_eq!(got.tokens, reference);
+}
+
+/// `generate` splits the streams over engine threads (contiguous ranges, samplers seeded by the
+/// global stream index): the tokens are the same for 1, 2 or 5 threads, and streams differ.
+#[test]
+fn generate_tokens_do_not_depend_on_the_engine_threads() {
+    use wavemamba::generate::{generate_tokens, GenerateOptions};
+    let m = tiny(31);
+    let prompt: Vec<u8> = Vec::<i64>::try_from(tokens(1, 200, 256).reshape([-1]))
+        .unwrap()
+        .into_iter()
+        .map(|t| t as u8)
+        .collect();
+    let run = |threads: usize| {
+        let opts = GenerateOptions {
+            samples: 400,
+            num: 5,
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: 3,
+            progress: false,
+            threads,
+        };
+        generate_tokens(&m, &prompt, &opts).unwrap()
+    };
+    let one = run(1);
+    assert_eq!(one.path, "engine");
+    assert_eq!(one.tokens.len(), 5);
+    assert!(one.tokens.iter().all(|t| t.len() == 400));
+    assert_ne!(one.tokens[0], one.tokens[1], "streams should differ");
+    assert_eq!(run(2).tokens, one.tokens);
+    assert_eq!(run(5).tokens, one.tokens);
 }

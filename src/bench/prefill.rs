@@ -104,6 +104,7 @@ pub fn run(b: &PrefillBench) -> Result<PrefillReport> {
         top_p: 1.0,
         seed: b.seed,
         progress: false,
+        threads: 1,
     };
     let mut engine = StepEngine::new(&m, 1)?;
     let mut generate = || -> Result<(f64, f64)> {

@@ -35,10 +35,15 @@ pub struct Args {
     // --temperature, --top-p, --seed (live: used in continue mode)
     #[command(flatten)]
     sampling: super::sampling::SamplingArgs,
-    /// cpu, cuda or cuda:N. On a GPU the prompt is prefilled there and, for up to 128
-    /// continuations, sampled on the CPU step engine (faster than a GPU step per sample)
+    /// cpu, cuda or cuda:N. On a GPU the prompt is prefilled there and, for up to 256
+    /// continuations per CPU thread, sampled on the CPU step engine (faster than a GPU step per
+    /// sample)
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CPU threads sampling the continuations, each its share of --num (default: one per core;
+    /// the output does not depend on it)
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
     /// Output sample rate in Hz (default: the prompt's)
     #[arg(long)]
     rate: Option<u32>,
@@ -70,6 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             top_p: a.sampling.top_p,
             seed: a.sampling.seed,
             progress: !a.quiet,
+            threads: a.threads,
         },
     };
     let r = continue_audio(&job).context("generation failed")?;

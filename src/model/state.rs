@@ -50,6 +50,11 @@ impl State {
         self.map(|t| t.repeat_interleave_self_int(n, 0, None))
     }
 
+    /// Rows `start .. start + len` of the batch (views, not copies).
+    pub fn narrow_batch(&self, start: i64, len: i64) -> State {
+        self.map(|t| t.narrow(0, start, len))
+    }
+
     /// Applies `f` to every state tensor (all of them have the batch first).
     fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> State {
         State {
