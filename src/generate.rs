@@ -154,7 +154,7 @@ pub fn generate_tokens(
 /// after the GPU prefill: with one thread, 256 streams on the engine and one batched tch step per
 /// sample on the GPU tie; with more threads the engine is further ahead (the tch step's cost
 /// grows with the batch). Measured with `generate --device cuda` on the H200 host (BENCHMARKS.md,
-/// "generate on CUDA"); `generate --help` states the rule.
+/// "generate: engine threads, and on CUDA"); `generate --help` states the rule.
 pub const ENGINE_MAX_STREAMS_OFF_CPU: usize = 256;
 
 /// Whether sampling runs on the fused CPU step engine (plain model and U-Net; no libtorch call per
