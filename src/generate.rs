@@ -171,13 +171,13 @@ fn engine_steps(device: Device, streams: usize, workers: usize) -> bool {
 }
 
 /// Engine threads for `opts`: `opts.threads` (0: the cores this process may use), at most one
-/// per stream.
+/// per stream (`opts.num` ≥ 1, checked by the caller).
 fn engine_workers(opts: &GenerateOptions) -> usize {
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
     };
-    threads.clamp(1, opts.num.max(1))
+    threads.clamp(1, opts.num)
 }
 
 /// Samples every stream of `state` (prefilled, `opts.num` rows) on `workers` step engines, one
@@ -220,16 +220,10 @@ fn sample_on_engines(
                 })
             })
             .collect();
+        // A panicking thread is a bug: re-raise it here rather than turn it into an error.
         handles
             .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Kernel {
-                        op: "generate",
-                        message: "a sampling thread panicked".into(),
-                    })
-                })
-            })
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     bar.finish_and_clear();
