@@ -131,6 +131,16 @@ pub fn eval_lm(model: &WaveMamba, path: &Path, split: Option<Split>) -> Result<E
             Some(split) => ds.files(split),
             None => ds.all_files().iter().collect(),
         };
+        if let (Some(split), true) = (split, files.is_empty()) {
+            return Err(Error::Dataset {
+                path: path.to_owned(),
+                reason: format!(
+                    "the {} split has no files ({} usable files in all)",
+                    split.name(),
+                    ds.all_files().len()
+                ),
+            });
+        }
         for f in files {
             score(f.path.display().to_string(), ds.read(f)?)?;
         }

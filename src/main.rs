@@ -2,11 +2,9 @@
 
 mod cli;
 
-use clap::Parser;
-
 fn main() {
     wavemamba::runtime::tune_allocator();
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     let code = match cli::run(args) {
         Ok(()) => 0,
         Err(e) => {
@@ -22,7 +20,7 @@ fn main() {
 fn chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = without_backtrace(&cause.to_string());
         if !out.contains(&text) {
             if !out.is_empty() {
                 out.push_str(": ");
@@ -31,4 +29,15 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// libtorch's error text up to its C++ backtrace ("Exception raised from …", "frame #0: …"):
+/// the frames help libtorch's developers, not our users.
+fn without_backtrace(text: &str) -> String {
+    let cut = ["\nException raised from", "\nframe #0"]
+        .iter()
+        .filter_map(|marker| text.find(marker))
+        .min()
+        .unwrap_or(text.len());
+    text[..cut].trim_end().to_string()
 }

@@ -63,6 +63,12 @@ pub struct LoaderReport {
 /// # Errors
 /// As [`Dataset::open`] and [`crate::data::Loader::new`].
 pub fn run(cfg: &LoaderBench) -> Result<LoaderReport> {
+    if cfg.batches == 0 {
+        return Err(crate::Error::InvalidArgument {
+            name: "batches",
+            reason: "must be ≥ 1, got 0".into(),
+        });
+    }
     let opts = DatasetOptions {
         sample_rate: cfg.sample_rate,
         cache_dir: cfg.cache_dir.clone(),
@@ -115,7 +121,7 @@ impl std::fmt::Display for LoaderReport {
         write!(
             f,
             "loader    {} split, (B, L) = ({}, {}), {} worker(s) on {}: {} batches, {:.1} s of \
-             audio in {:.3} s = {:.1}× real time ({:.1} batches/s, consumer waited {} times)",
+             audio in {:.3} s = {:.1}× faster than real time ({:.1} batches/s, consumer waited {} times)",
             self.split,
             self.batch,
             self.len,

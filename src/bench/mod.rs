@@ -44,6 +44,15 @@ pub enum TimingMethod {
     CudaEvents,
 }
 
+impl std::fmt::Display for TimingMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimingMethod::WallClock => "wall clock",
+            TimingMethod::CudaEvents => "CUDA events",
+        })
+    }
+}
+
 /// Median in milliseconds of `reps` runs of `f` after `warmup` runs: on CUDA each run is timed by
 /// CUDA events recorded on the current stream before and after it (device time of the work `f`
 /// enqueues, gaps while the host enqueues included), on CPU with the wall clock.

@@ -137,7 +137,7 @@ impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "training {} ({} parameters) on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× real time)",
+            "training {} ({} parameters) on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× faster than real time)",
             self.task, self.parameters, self.device, self.threads, self.precision, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
         )
     }

@@ -122,8 +122,10 @@ struct TrainArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Sequences per step (B)
     #[arg(long, default_value_t = 16)]
     batch: i64,
+    /// Sequence length L (samples)
     #[arg(long, default_value_t = 16384)]
     len: i64,
     /// Timed steps (after 2 warm-up steps)

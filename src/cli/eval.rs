@@ -47,17 +47,12 @@ pub struct Args {
     /// denoise: noise recordings (file, directory or manifest)
     #[arg(long, required_if_eq("task", "denoise"))]
     noise: Option<PathBuf>,
-    /// denoise: SNRs in dB
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0,5,10",
-        allow_hyphen_values = true
-    )]
-    snr: Vec<f32>,
-    /// denoise: seed of the noise segments
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// denoise: SNRs in dB, each between -60 and 60 [default: 0,5,10]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    snr: Option<Vec<f32>>,
+    /// denoise: seed of the noise segments [default: 1]
+    #[arg(long)]
+    seed: Option<u64>,
     /// denoise: at most this many speech files
     #[arg(long)]
     max_files: Option<usize>,
@@ -83,10 +78,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     let model = wavemamba::model::checkpoint::load(&dir, parse_device(&a.device)?)
         .with_context(|| format!("loading model {}", dir.display()))?;
+    check_task_options(&a)?;
     if denoise {
         return run_denoise(a, &model);
     }
-    let data = a.data.context("--data is required")?;
+    let data = a
+        .data
+        .context("--data is required with --task lm (an audio file, directory or manifest)")?;
     let split = a.split.as_deref().and_then(Split::parse);
     let r = eval_lm(&model, &data, split)
         .with_context(|| format!("evaluating on {}", data.display()))?;
@@ -108,12 +106,37 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Options of the other task are an error, not silently ignored.
+fn check_task_options(a: &Args) -> anyhow::Result<()> {
+    let (other_task, other) = if a.task == "denoise" {
+        let lm = [("--data", a.data.is_some()), ("--split", a.split.is_some())];
+        ("lm", lm.to_vec())
+    } else {
+        let dn = [
+            ("--speech", a.speech.is_some()),
+            ("--noise", a.noise.is_some()),
+            ("--snr", a.snr.is_some()),
+            ("--seed", a.seed.is_some()),
+            ("--max-files", a.max_files.is_some()),
+            ("--no-baseline", a.no_baseline),
+        ];
+        ("denoise", dn.to_vec())
+    };
+    let given: Vec<&str> = other.iter().filter(|o| o.1).map(|o| o.0).collect();
+    anyhow::ensure!(
+        given.is_empty(),
+        "{}: only with --task {other_task}",
+        given.join(", ")
+    );
+    Ok(())
+}
+
 fn run_denoise(a: Args, model: &wavemamba::model::WaveMamba) -> anyhow::Result<()> {
     let opts = DenoiseEvalOptions {
         speech: a.speech.context("--speech is required")?,
         noise: a.noise.context("--noise is required")?,
-        snr_db: a.snr,
-        seed: a.seed,
+        snr_db: a.snr.unwrap_or_else(|| vec![0.0, 5.0, 10.0]),
+        seed: a.seed.unwrap_or(1),
         max_files: a.max_files,
         baseline: !a.no_baseline,
         progress: !a.json,

@@ -10,7 +10,7 @@ mod live;
 mod sampling;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Mamba (selective state-space) models of raw audio: train on speech, continue a recording,
 /// denoise files, or run live on a microphone, one sample at a time.
@@ -33,10 +33,28 @@ enum Command {
     Live(live::Args),
     #[command(about = "Evaluate a model: NLL in bits per sample, or denoising quality")]
     Eval(eval::Args),
-    #[command(about = "Measure kernels and models (selective scan, …)")]
+    #[command(
+        about = "Measure speed: scan kernel, streaming step, prefill, training, data loader"
+    )]
     Bench(bench::Args),
     #[command(about = "Show versions, compiled kernels, CUDA devices and CPU threads")]
     Info(info::Args),
+}
+
+/// Parses the command line. Every option that takes a value accepts a negative number, so that
+/// `--seconds -1` reaches the option's own check ("must be > 0") instead of clap reading `-1` as
+/// an unknown flag.
+pub fn parse() -> Cli {
+    let matches = negative_numbers(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let takes_values = arg.get_action().takes_values();
+        arg.allow_negative_numbers(takes_values)
+    })
+    .mut_subcommands(negative_numbers)
 }
 
 /// Runs the parsed command line.

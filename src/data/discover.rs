@@ -70,6 +70,14 @@ pub(super) fn walk_dir(root: &Path, opts: &DatasetOptions) -> Result<Found> {
             ),
         });
     }
+    if let Some((column, _)) = opts.select.first() {
+        return Err(Error::Dataset {
+            path: root.to_owned(),
+            reason: format!(
+                "selecting by the manifest column {column:?} needs a manifest, not a directory"
+            ),
+        });
+    }
     let mut files = Vec::new();
     let mut ignored = 0usize;
     let mut seen = HashSet::new();

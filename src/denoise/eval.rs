@@ -16,7 +16,7 @@ use super::denoise_samples;
 use super::mix::add_noise_at_snr;
 use super::rnnoise::rnnoise;
 use super::sisdr::si_sdr;
-use crate::data::{Dataset, DatasetOptions};
+use crate::data::{is_audio_name, Dataset, DatasetOptions};
 use crate::model::WaveMamba;
 use crate::rng::{splitmix64, SplitMix};
 use crate::{Error, Result};
@@ -68,7 +68,23 @@ pub struct DenoiseEvalReport {
     pub skipped: Vec<String>,
 }
 
-fn open(path: &Path, rate: u32) -> Result<(Dataset, Vec<Vec<f32>>)> {
+/// The audio of one file, or of every readable file of a directory or manifest, at `rate`.
+struct AudioSet {
+    names: Vec<String>,
+    waves: Vec<Vec<f32>>,
+    /// "path: reason" of the files left out.
+    skipped: Vec<String>,
+}
+
+fn open(path: &Path, rate: u32) -> Result<AudioSet> {
+    if path.is_file() && is_audio_name(path) {
+        let a = crate::audio::read_audio(path)?;
+        return Ok(AudioSet {
+            names: vec![path.display().to_string()],
+            waves: vec![crate::audio::resample(&a.samples, a.sample_rate, rate)?],
+            skipped: Vec::new(),
+        });
+    }
     let ds = Dataset::open(
         path,
         &DatasetOptions {
@@ -82,8 +98,20 @@ fn open(path: &Path, rate: u32) -> Result<(Dataset, Vec<Vec<f32>>)> {
         .iter()
         .map(|f| ds.read(f))
         .collect::<Result<Vec<_>>>()?;
-    Ok((ds, waves))
+    Ok(AudioSet {
+        names: ds.all_files().iter().map(|f| f.rel.clone()).collect(),
+        waves,
+        skipped: ds
+            .skipped()
+            .iter()
+            .map(|s| format!("{}: {}", s.path.display(), s.reason))
+            .collect(),
+    })
 }
+
+/// Highest SNR accepted (dB): above it the noise is below float32 resolution of speech, and the
+/// mixture's SI-SDR is infinite.
+const MAX_SNR_DB: f32 = 60.0;
 
 /// Runs the evaluation.
 ///
@@ -92,33 +120,33 @@ fn open(path: &Path, rate: u32) -> Result<(Dataset, Vec<Vec<f32>>)> {
 /// or noise; [`Error::InvalidArgument`] for no SNRs; kernel errors.
 pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<DenoiseEvalReport> {
     model.check_task(crate::config::Task::Denoise)?;
-    if opts.snr_db.is_empty() || opts.snr_db.iter().any(|s| !s.is_finite()) {
+    if opts.snr_db.is_empty()
+        || opts
+            .snr_db
+            .iter()
+            .any(|s| !s.is_finite() || s.abs() > MAX_SNR_DB)
+    {
         return Err(Error::InvalidArgument {
             name: "snr",
-            reason: "give one or more finite SNRs in dB, e.g. 0,5,10".into(),
+            reason: format!(
+                "give one or more SNRs in dB between −{MAX_SNR_DB} and {MAX_SNR_DB}, e.g. 0,5,10"
+            ),
         });
     }
     let rate = model.audio.sample_rate;
-    let (speech_ds, mut speech) = open(&opts.speech, rate)?;
-    let (noise_ds, noise) = open(&opts.noise, rate)?;
-    let mut skipped: Vec<String> = speech_ds
-        .skipped()
-        .iter()
-        .chain(noise_ds.skipped())
-        .map(|s| format!("{}: {}", s.path.display(), s.reason))
-        .collect();
-    let names: Vec<String> = speech_ds
-        .all_files()
-        .iter()
-        .map(|f| f.rel.clone())
-        .collect();
+    let speech_set = open(&opts.speech, rate)?;
+    let noise_set = open(&opts.noise, rate)?;
+    let mut skipped = speech_set.skipped;
+    skipped.extend(noise_set.skipped);
+    let names = speech_set.names;
+    let mut speech = speech_set.waves;
     speech.truncate(opts.max_files.unwrap_or(usize::MAX));
     // Silent (or constant) noise would leave the mixture clean: SI-SDR +∞.
-    let noise_names = noise_ds.all_files();
+    let noise = noise_set.waves;
     let mut usable = Vec::with_capacity(noise.len());
-    for (n, f) in noise.into_iter().zip(noise_names) {
+    for (n, name) in noise.into_iter().zip(&noise_set.names) {
         if super::mix::variance(&n) < 1e-8 {
-            skipped.push(format!("{}: silent or empty noise", f.rel));
+            skipped.push(format!("{name}: silent or empty noise"));
         } else {
             usable.push(n);
         }

@@ -32,13 +32,19 @@ pub fn exit(code: i32) -> ! {
 /// also when `f` fails.
 ///
 /// # Errors
-/// The profiler could not start or save the trace; `f`'s own error.
+/// `path` cannot be written (checked before profiling: libtorch only logs a failed save); the
+/// profiler could not start or save the trace; `f`'s own error.
 pub fn profile<T>(path: &Path, cuda: bool, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let c_path =
         CString::new(path.to_string_lossy().as_bytes()).map_err(|_| Error::InvalidArgument {
             name: "trace path",
             reason: "contains a NUL byte".into(),
         })?;
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::File::create(path).map_err(io_error)?;
     USED.store(true, Ordering::SeqCst);
     // SAFETY: no preconditions.
     ffi::check("profiler_start", unsafe {
@@ -50,5 +56,11 @@ pub fn profile<T>(path: &Path, cuda: bool, f: impl FnOnce() -> Result<T>) -> Res
         ffi::wm_profiler_stop(c_path.as_ptr())
     });
     let out = out?;
-    saved.map(|()| out)
+    saved?;
+    if std::fs::metadata(path).map_err(io_error)?.len() == 0 {
+        return Err(io_error(std::io::Error::other(
+            "the profiler wrote no trace",
+        )));
+    }
+    Ok(out)
 }
