@@ -75,6 +75,16 @@ fn bench_scan_sizes_beyond_memory_and_zero_reps_are_errors() {
 }
 
 #[test]
+fn a_libtorch_allocation_failure_is_an_error_line() {
+    // tch's panicking API (bench train's synthetic batch): the panic hook's one line, status 1.
+    let err = fails(&[
+        "bench", "train", "--config", "tiny", "--batch", "1000000", "--len", "1000000",
+    ]);
+    assert!(err.starts_with("error: libtorch: "), "{err}");
+    assert!(err.contains("can't allocate memory"), "{err}");
+}
+
+#[test]
 fn a_trace_path_that_cannot_be_written_is_an_error() {
     let dir = TempDir::new("cli-trace");
     let trace = dir.join("no/such/dir/t.json");

@@ -125,7 +125,10 @@ impl Problem {
             let t = if io { t.f_to_kind(cfg.dtype)? } else { t };
             Ok(t.f_set_requires_grad(requires_grad)?)
         };
-        let a = -(Tensor::f_randn([d, n], opts)?.f_mul_scalar(0.5)?.f_exp()?);
+        let a = Tensor::f_randn([d, n], opts)?
+            .f_mul_scalar(0.5)?
+            .f_exp()?
+            .f_neg()?;
         Ok(Problem {
             u: randn(&[bsz, d, l], 1.0, 0.0, true)?,
             delta: randn(&[bsz, d, l], 0.5, 0.0, true)?,
