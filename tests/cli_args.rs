@@ -85,6 +85,17 @@ fn a_libtorch_allocation_failure_is_an_error_line() {
 }
 
 #[test]
+fn bench_step_and_prefill_bound_their_sizes() {
+    let err = fails(&["bench", "step", "--streams", "100000000"]);
+    assert!(
+        err.contains("streams: must be between 1 and 65536"),
+        "{err}"
+    );
+    let err = fails(&["bench", "prefill", "--seconds", "1e9"]);
+    assert!(err.contains("seconds ≤ 3600"), "{err}");
+}
+
+#[test]
 fn a_trace_path_that_cannot_be_written_is_an_error() {
     let dir = TempDir::new("cli-trace");
     let trace = dir.join("no/such/dir/t.json");

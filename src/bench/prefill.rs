@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::Tensor;
 
-use super::step::{load_model, StepBench, StepModel};
+use super::step::{load_model, StepBench, StepModel, MAX_SECONDS};
 use crate::generate::{run_sampling, GenerateOptions};
 use crate::model::START_TOKEN;
 use crate::rng::SplitMix;
@@ -62,11 +62,11 @@ pub struct PrefillReport {
 /// # Errors
 /// A model that cannot be loaded, invalid settings, kernel errors.
 pub fn run(b: &PrefillBench) -> Result<PrefillReport> {
-    if !(b.seconds > 0.0 && b.seconds.is_finite()) || b.reps == 0 {
+    if !(b.seconds > 0.0 && b.seconds <= MAX_SECONDS) || b.reps == 0 {
         return Err(Error::InvalidArgument {
             name: "seconds/reps",
             reason: format!(
-                "need seconds > 0 and reps ≥ 1, got {} and {}",
+                "need 0 < seconds ≤ {MAX_SECONDS} and reps ≥ 1, got {} and {}",
                 b.seconds, b.reps
             ),
         });

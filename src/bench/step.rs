@@ -137,21 +137,26 @@ pub fn load_model(b: &StepBench) -> Result<(WaveMamba, String)> {
     }
 }
 
+/// Most streams one benchmark steps (each holds its own recurrent state and token buffers).
+pub const MAX_STREAMS: usize = 1 << 16;
+/// Longest audio one benchmark times, in seconds (prefill: the prompt; step: the stepped audio).
+pub const MAX_SECONDS: f64 = 3600.0;
+
 /// Runs the benchmark.
 ///
 /// # Errors
 /// A model that cannot be loaded or that the engine does not run, invalid settings.
 pub fn run(b: &StepBench) -> Result<StepReport> {
-    if b.streams == 0 {
+    if !(1..=MAX_STREAMS).contains(&b.streams) {
         return Err(Error::InvalidArgument {
             name: "streams",
-            reason: "must be ≥ 1".into(),
+            reason: format!("must be between 1 and {MAX_STREAMS}, got {}", b.streams),
         });
     }
-    if !(b.seconds > 0.0 && b.seconds.is_finite()) {
+    if !(b.seconds > 0.0 && b.seconds <= MAX_SECONDS) {
         return Err(Error::InvalidArgument {
             name: "seconds",
-            reason: format!("must be > 0, got {}", b.seconds),
+            reason: format!("must be > 0 and ≤ {MAX_SECONDS}, got {}", b.seconds),
         });
     }
     let (m, name) = load_model(b)?;
