@@ -209,6 +209,11 @@ fn non_finite_loss_stops_without_touching_checkpoints() {
             && (err.contains("loss is") || err.contains("gradient norm is")),
         "{err}"
     );
+    // The message names the checkpoint that is kept (and only says so when there is one).
+    assert!(
+        err.contains("the last good checkpoint, step 10, is kept"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(dir.join("checkpoints/step-000010/model.safetensors")).unwrap(),
         saved

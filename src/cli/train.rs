@@ -1,12 +1,58 @@
 //! `wavemamba train`
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches};
 use wavemamba::config::Task;
 use wavemamba::device::parse_device;
 use wavemamba::train::job::{self, TrainJob};
-use wavemamba::train::TrainOptions;
+use wavemamba::train::settings::GivenFlags;
+use wavemamba::train::{interrupt, TrainOptions, TrainSummary};
+
+/// The `train` flags and which of them were given on the command line (`--resume` takes the
+/// others from the run).
+#[derive(Debug)]
+pub struct Args {
+    flags: Flags,
+    given: BTreeSet<String>,
+}
+
+impl FromArgMatches for Args {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Args {
+            flags: Flags::from_arg_matches(m)?,
+            given: given_flags(m),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.flags.update_from_arg_matches(m)?;
+        self.given.extend(given_flags(m));
+        Ok(())
+    }
+}
+
+impl clap::Args for Args {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Flags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Flags::augment_args_for_update(cmd)
+    }
+}
+
+/// The flags (as `--long-name`) whose value came from the command line, not a default.
+fn given_flags(m: &ArgMatches) -> BTreeSet<String> {
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| format!("--{}", id.as_str().replace('_', "-")))
+        .collect()
+}
 
 /// Train a waveform model on speech: a language model (next-sample prediction over 8-bit mu-law,
 /// --task lm) or a causal denoiser (--task denoise --noise NOISE).
@@ -20,14 +66,23 @@ use wavemamba::train::TrainOptions;
 /// on a fixed, seeded set of mixtures of the held-out speech and noise files.
 ///
 /// The run directory gets checkpoints (written atomically; --resume continues bit-for-bit on
-/// CPU), best/ (the best validation model, a model directory), metrics.jsonl and loss.png.
+/// CPU with the run's saved settings), best/ (the best validation model, a model directory),
+/// metrics.jsonl and loss.png. A language model whose data has no validation files (with only a
+/// few files the split can leave none) has no score to choose by: its best/ is then the model of
+/// the latest checkpoint, and the run says so.
+///
+/// Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint, prints how to
+/// resume and exits with status 130 (SIGINT) or 143 (SIGTERM); a second one stops at once,
+/// keeping the last complete checkpoint. A run that fails or is stopped before its first
+/// checkpoint removes what it created under --out.
 ///
 /// Examples:
 ///   wavemamba train --data corpus/ --config small --out runs/small --steps 2000
+///   wavemamba train --data corpus/ --out runs/small --resume --steps 4000
 ///   wavemamba train --task denoise --data speech/ --noise noise/ --out runs/denoiser
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
-pub struct Args {
+struct Flags {
     /// Audio directory, manifest file, or token pack (.wmtok)
     #[arg(long)]
     data: PathBuf,
@@ -50,7 +105,11 @@ pub struct Args {
     /// Run directory (checkpoints, best model, metrics, plots)
     #[arg(long)]
     out: PathBuf,
-    /// Continue the newest complete checkpoint in --out
+    /// Continue the newest complete checkpoint in --out with the run's saved settings: flags
+    /// left out take the saved values, and a flag that contradicts them is refused. These may
+    /// change: --steps (moves the end of the schedule, e.g. to extend a run), --stop-after,
+    /// --ckpt-every, --valid-every, --log-every, --device, --threads, --quiet, --strict,
+    /// --save-pack, and --data / --noise when they hold the same audio (e.g. moved, or packed)
     #[arg(long)]
     resume: bool,
     /// Start from the weights of this model directory (fine-tune; e.g. a shipped model or one
@@ -64,11 +123,12 @@ pub struct Args {
     /// our runs: BENCHMARKS.md); the CPU always trains in fp32
     #[arg(long, value_parser = ["bf16", "fp32"], default_value = "fp32")]
     precision: String,
-    /// Total optimizer steps (the learning-rate schedule spans them)
+    /// Total optimizer steps (the learning-rate schedule spans them; 0 only prepares the data,
+    /// e.g. for --save-pack)
     #[arg(long, default_value_t = 2000)]
     steps: u64,
     /// Stop after this many steps in this invocation (continue later with --resume)
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     stop_after: Option<u64>,
     /// Sequences per batch
     #[arg(long, default_value_t = 16)]
@@ -129,19 +189,14 @@ enum TaskArg {
     Denoise,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+/// Runs `wavemamba train`; a run stopped by a signal exits with 128 + its number.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Args { flags: a, given } = args;
     if let Some(t) = a.threads {
         anyhow::ensure!(t >= 1, "--threads must be ≥ 1, got {t}");
         tch::set_num_threads(t);
     }
-    anyhow::ensure!(
-        a.batch >= 1 && a.len >= 2,
-        "--batch must be ≥ 1 and --len ≥ 2"
-    );
-    anyhow::ensure!(
-        a.lr > 0.0 && a.lr.is_finite(),
-        "--lr must be a positive number"
-    );
+    interrupt::install().context("cannot install the Ctrl-C handler")?;
     let job = TrainJob {
         data: a.data,
         noise: a.noise,
@@ -154,10 +209,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ArchArg::Plain => wavemamba::config::Architecture::Plain,
             ArchArg::Unet => wavemamba::config::Architecture::Unet,
         },
-        pooling: match a.arch {
-            ArchArg::Plain => Vec::new(),
-            ArchArg::Unet => a.pooling,
-        },
+        pooling: a.pooling,
         out: a.out.clone(),
         resume: a.resume,
         init: a.init,
@@ -181,19 +233,73 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             stop_after: a.stop_after,
             progress: !a.quiet,
         },
+        given: GivenFlags(given),
     };
     let s = job::run(&job).with_context(|| format!("training into {}", a.out.display()))?;
+    report(&job, &s);
+    if s.interrupted {
+        let _ = std::io::stdout().flush();
+        std::process::exit(interrupt::exit_code());
+    }
+    Ok(())
+}
+
+/// Prints what the run did: steps, losses, the best model (only if it exists), how to resume.
+fn report(job: &TrainJob, s: &TrainSummary) {
+    if s.steps_run == 0 {
+        if s.interrupted {
+            eprintln!("interrupted before the first step: nothing was saved");
+        } else {
+            let pack = job
+                .save_pack
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (token pack {})", p.display()));
+            println!("no training steps (--steps 0): only the data was prepared{pack}");
+        }
+        return;
+    }
     println!(
         "trained {} steps in {:.1} s ({:.0} samples/s): last loss {:.3}, best validation {}",
         s.steps,
         s.elapsed_s,
         s.samples_per_s,
         s.final_loss,
-        s.best_valid.map_or("n/a".into(), |v| match job.task {
-            Task::Lm => format!("{v:.4} bits/sample"),
-            Task::Denoise => format!("{v:.2} dB SI-SDR improvement"),
-        })
+        match (s.best_valid, s.validated) {
+            (_, false) => "n/a (no validation data)".into(),
+            (None, true) => "n/a".into(),
+            (Some(v), true) => match job.task {
+                Task::Lm => format!("{v:.4} bits/sample"),
+                Task::Denoise => format!("{v:.2} dB SI-SDR improvement"),
+            },
+        }
     );
-    println!("best model: {}", a.out.join("best").display());
-    Ok(())
+    match (&s.best_model, s.validated) {
+        (Some(best), true) => println!("best model: {}", best.display()),
+        (Some(best), false) => println!(
+            "best model: {} (no validation data: the model of the latest checkpoint, step {})",
+            best.display(),
+            s.steps
+        ),
+        (None, _) => println!("no best model yet: nothing has been validated"),
+    }
+    if let (true, Some(checkpoint)) = (s.interrupted, &s.checkpoint) {
+        eprintln!(
+            "interrupted after step {}: checkpoint {} written; continue with:\n  wavemamba train --resume --data {} --out {}",
+            s.steps,
+            checkpoint.display(),
+            shell_word(&job.data),
+            shell_word(&job.out)
+        );
+    }
+}
+
+/// `path` as one shell word (single-quoted when it holds anything but plain path characters).
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }

@@ -6,9 +6,16 @@ use serde_json::json;
 use tch::Device;
 
 use super::corpus::TokenCorpus;
-use super::run_dir::RunDir;
-use super::{train_objective, LmObjective, Metric, Objective, Start, TrainOptions, TrainSummary};
-use crate::config::{AudioConfig, MambaConfig, Task};
+use super::interrupt;
+use super::run_dir::{Before, RunDir};
+use super::settings::{
+    check_model, resume_options, DataFingerprint, GivenFlags, ModelFlags, RunSettings,
+};
+use super::{
+    check_more_steps, make_optimizer, train_controlled, Control, LmObjective, Metric, Objective,
+    Start, TrainOptions, TrainSummary,
+};
+use crate::config::{Architecture, AudioConfig, MambaConfig, Task};
 use crate::denoise::mix::DenoiseData;
 use crate::model::WaveMamba;
 use crate::{Error, Result};
@@ -20,11 +27,12 @@ pub struct TrainJob {
     pub data: PathBuf,
     /// Noise for task `denoise`: a token pack, directory or manifest.
     pub noise: Option<PathBuf>,
-    /// A preset name or a `config.json` path (ignored with `resume`).
+    /// A preset name or a `config.json` path (with `resume`, checked against the run's model).
     pub config: String,
     pub task: Task,
-    /// Plain stack or multi-scale U-Net (pooling factors per stage; empty = [4, 4]).
-    pub architecture: crate::config::Architecture,
+    /// Plain stack or multi-scale U-Net.
+    pub architecture: Architecture,
+    /// U-Net pooling factors per stage (empty = [4, 4]; unused by the plain stack).
     pub pooling: Vec<i64>,
     pub out: PathBuf,
     pub resume: bool,
@@ -37,6 +45,9 @@ pub struct TrainJob {
     /// Fail on the first unreadable audio file instead of skipping it.
     pub strict: bool,
     pub options: TrainOptions,
+    /// The flags given on the command line: with `resume`, the others take the run's saved values
+    /// and a given one must not contradict them (see [`super::settings`]).
+    pub given: GivenFlags,
 }
 
 /// Loads the training data as tokens.
@@ -85,16 +96,193 @@ pub fn resolve_config(spec: &str) -> Result<MambaConfig> {
     }
 }
 
-/// Runs the job: builds or resumes the model, trains, and records provenance and metrics in the
-/// best model's `wavemamba.json`.
+/// Runs the job: checks the options, builds the model or loads the checkpoint to resume (checking
+/// the given flags against it), loads the data, trains, and records provenance and metrics in the
+/// best model's `wavemamba.json`. Nothing is written under `job.out` before all of that passed; a
+/// run that fails before its first checkpoint removes what it created there.
 ///
 /// # Errors
-/// Everything [`train`] and [`load_corpus`] can return; [`Error::Config`] for a task this build
-/// cannot train.
+/// Everything [`train_controlled`] and [`load_corpus`] can return; [`Error::InvalidArgument`] for
+/// options out of range, a `--resume` flag contradicting the run, or other data than the run's;
+/// [`Error::Checkpoint`] for a resume without a checkpoint.
 pub fn run(job: &TrainJob) -> Result<TrainSummary> {
+    job.options.check()?;
+    if job.options.steps == 0 && !job.resume {
+        // Nothing to train: only the data work (e.g. --save-pack) was asked for.
+        load_data(job)?;
+        return Ok(no_training());
+    }
+    let (job, start, saved) = if job.resume {
+        prepare_resume(job)?
+    } else {
+        prepare_fresh(job)?
+    };
+    for w in job.options.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let (corpus, noise) = load_data(&job)?;
+    let settings = RunSettings::new(
+        &job.options,
+        fingerprint(&job.data, &corpus),
+        noise
+            .as_ref()
+            .zip(job.noise.as_ref())
+            .map(|(n, p)| fingerprint(p, n)),
+    );
+    if let Some(saved) = &saved {
+        check_same_data(saved, &settings)?;
+    }
+    if job.task == Task::Lm && corpus.valid.is_empty() {
+        warn_no_validation(corpus.train.len());
+    }
+    interrupt::arm();
+    let before = Before::snapshot(&job.out);
+    let result = RunDir::create(&job.out)
+        .and_then(|run| train_data(&run, start, corpus, noise, &job, &settings));
+    let (summary, metric) = match result {
+        Ok(done) if done.0.steps_run > 0 => done,
+        other => {
+            before.undo();
+            return other.map(|(s, _)| s);
+        }
+    };
+    let train_samples = settings.data_fingerprint.train_samples;
+    record_provenance(
+        &RunDir::at(&job.out).best_dir(),
+        &job,
+        &summary,
+        &metric,
+        train_samples,
+    )?;
+    Ok(summary)
+}
+
+/// The summary of an invocation that only prepared the data (`--steps 0`).
+fn no_training() -> TrainSummary {
+    TrainSummary {
+        steps: 0,
+        steps_run: 0,
+        final_loss: f64::NAN,
+        valid: None,
+        best_valid: None,
+        elapsed_s: 0.0,
+        samples_per_s: 0.0,
+        interrupted: false,
+        checkpoint: None,
+        best_model: None,
+        validated: false,
+    }
+}
+
+/// A fresh run: `--out` must hold no checkpoints; the model is built (or loaded from `--init`).
+fn prepare_fresh(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings>)> {
     if job.task == Task::Denoise {
         crate::denoise::loss::check_len(job.options.len)?; // before the (slow) data loading
     }
+    if !RunDir::at(&job.out).checkpoints().is_empty() {
+        return Err(Error::InvalidArgument {
+            name: "out",
+            reason: format!(
+                "{} already holds checkpoints: pass --resume to continue, or choose a new --out",
+                job.out.display()
+            ),
+        });
+    }
+    tch::manual_seed(job.options.seed as i64);
+    let model = match &job.init {
+        Some(dir) => load_init(job, dir)?,
+        None => {
+            let audio = AudioConfig {
+                sample_rate: job.sample_rate,
+                task: job.task,
+                architecture: job.architecture.clone(),
+                pooling: match job.architecture {
+                    Architecture::Plain => Vec::new(),
+                    Architecture::Unet => job.pooling.clone(),
+                },
+                ..AudioConfig::default()
+            };
+            let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
+            eprintln!("model: {} parameters", model.num_parameters());
+            model
+        }
+    };
+    Ok((job.clone(), Start::Fresh(model), None))
+}
+
+/// The `--init` model, which must do this job's task at its sample rate.
+fn load_init(job: &TrainJob, dir: &Path) -> Result<WaveMamba> {
+    let model = crate::model::checkpoint::load(dir, job.options.device)?;
+    if model.audio.task != job.task || model.audio.sample_rate != job.sample_rate {
+        return Err(Error::InvalidArgument {
+            name: "init",
+            reason: format!(
+                "{} is a {:?} model at {} Hz; this run trains {:?} at {} Hz",
+                dir.display(),
+                model.audio.task,
+                model.audio.sample_rate,
+                job.task,
+                job.sample_rate
+            )
+            .to_lowercase(),
+        });
+    }
+    eprintln!(
+        "model: {} parameters from {}",
+        model.num_parameters(),
+        dir.display()
+    );
+    Ok(model)
+}
+
+/// A resumed run: loads the newest checkpoint (creating nothing), checks the given flags against
+/// it and returns the job with the run's saved settings in place of the flags left out.
+fn prepare_resume(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings>)> {
+    let (model, opt, state) = RunDir::at(&job.out).resume(job.options.device, make_optimizer)?;
+    let given = &job.given;
+    let config = match given.has("--config") {
+        true => Some((job.config.as_str(), resolve_config(&job.config)?)),
+        false => None,
+    };
+    let flags = ModelFlags {
+        config,
+        task: job.task,
+        architecture: &job.architecture,
+        pooling: &job.pooling,
+        sample_rate: job.sample_rate,
+    };
+    check_model(&flags, given, &model.config, &model.audio)?;
+    let mut out = job.clone();
+    out.task = model.audio.task;
+    out.architecture = model.audio.architecture.clone();
+    out.pooling = model.audio.pooling.clone();
+    out.sample_rate = model.audio.sample_rate;
+    match &state.settings {
+        Some(saved) => {
+            out.options = resume_options(saved, state.seed, &job.options, given)?;
+            out.noise = out
+                .noise
+                .or_else(|| saved.noise.as_ref().map(PathBuf::from));
+        }
+        None => {
+            out.options.seed = given.keep("--seed", &state.seed, &job.options.seed)?;
+            eprintln!(
+                "warning: the checkpoints in {} predate saved run settings: --batch, --len, --lr \
+                 and the schedule are taken from this command line unchecked",
+                job.out.display()
+            );
+        }
+    }
+    if out.task == Task::Denoise {
+        crate::denoise::loss::check_len(out.options.len)?;
+    }
+    check_more_steps(state.step, out.options.steps)?;
+    let saved = state.settings.clone();
+    Ok((out, Start::Loaded(model, opt, state), saved))
+}
+
+/// Loads the training data (and the noise of a denoiser) and writes the token pack if asked.
+fn load_data(job: &TrainJob) -> Result<(TokenCorpus, Option<TokenCorpus>)> {
     let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed, job.strict)?;
     corpus.valid_len = job.options.len;
     if let Some(pack) = &job.save_pack {
@@ -115,83 +303,81 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         }
         (Task::Lm, _) => None,
     };
-    let train_n = corpus.samples().0;
-    if job.options.steps == 0 {
-        // Nothing to train: only the data work (e.g. --save-pack) was asked for.
-        return Ok(TrainSummary {
-            steps: 0,
-            final_loss: f64::NAN,
-            valid: None,
-            best_valid: None,
-            elapsed_s: 0.0,
-            samples_per_s: 0.0,
-        });
-    }
-    let run = RunDir::create(&job.out)?;
-    let start = if job.resume {
-        Start::Resume
-    } else {
-        if !run.checkpoints().is_empty() {
-            return Err(Error::InvalidArgument {
-                name: "out",
-                reason: format!("{} already holds checkpoints: pass --resume to continue, or choose a new --out", job.out.display()),
-            });
-        }
-        tch::manual_seed(job.options.seed as i64);
-        if let Some(dir) = &job.init {
-            let model = crate::model::checkpoint::load(dir, job.options.device)?;
-            if model.audio.task != job.task || model.audio.sample_rate != job.sample_rate {
+    Ok((corpus, noise))
+}
+
+fn fingerprint(path: &Path, corpus: &TokenCorpus) -> (String, DataFingerprint) {
+    (path.display().to_string(), DataFingerprint::of(corpus))
+}
+
+/// Refuses to resume on other data than the run's (a moved copy is fine).
+fn check_same_data(saved: &RunSettings, now: &RunSettings) -> Result<()> {
+    let pairs = [
+        (
+            "--data",
+            Some((&saved.data, saved.data_fingerprint)),
+            Some((&now.data, now.data_fingerprint)),
+        ),
+        (
+            "--noise",
+            saved.noise.as_ref().zip(saved.noise_fingerprint),
+            now.noise.as_ref().zip(now.noise_fingerprint),
+        ),
+    ];
+    for (flag, was, is) in pairs {
+        if let (Some((was_path, was)), Some((is_path, is))) = (was, is) {
+            if was != is {
                 return Err(Error::InvalidArgument {
-                    name: "init",
+                    name: flag,
                     reason: format!(
-                        "{} is a {:?} model at {} Hz; this run trains {:?} at {} Hz",
-                        dir.display(),
-                        model.audio.task,
-                        model.audio.sample_rate,
-                        job.task,
-                        job.sample_rate
-                    )
-                    .to_lowercase(),
+                        "--resume needs the run's data: it was trained on {was_path} ({was}), \
+                         but {is_path} has {is}"
+                    ),
                 });
             }
-            eprintln!(
-                "model: {} parameters from {}",
-                model.num_parameters(),
-                dir.display()
-            );
-            Start::Fresh(model)
-        } else {
-            let audio = AudioConfig {
-                sample_rate: job.sample_rate,
-                task: job.task,
-                architecture: job.architecture.clone(),
-                pooling: job.pooling.clone(),
-                ..AudioConfig::default()
-            };
-            let model = WaveMamba::new(resolve_config(&job.config)?, audio, job.options.device)?;
-            eprintln!("model: {} parameters", model.num_parameters());
-            Start::Fresh(model)
         }
+    }
+    Ok(())
+}
+
+/// Says that a language model will have no validation, why, and what `best/` becomes.
+fn warn_no_validation(train_files: usize) {
+    eprintln!(
+        "warning: no validation files: the split holds out about 5 % of the files (by a hash of \
+         each path) and none of the {train_files} files landed there; best/ will be the latest \
+         checkpoint's model, not a validated one (more files, or a manifest with a split column, \
+         give a validation set)"
+    );
+}
+
+/// Trains the job's objective on the loaded data, recording `settings` and stopping on a signal.
+fn train_data(
+    run: &RunDir,
+    start: Start,
+    mut corpus: TokenCorpus,
+    noise: Option<TokenCorpus>,
+    job: &TrainJob,
+    settings: &RunSettings,
+) -> Result<(TrainSummary, Metric)> {
+    let control = Control {
+        settings: Some(settings),
+        stop: Some(interrupt::stop_flag()),
     };
-    let rate = corpus.sample_rate;
-    let (summary, metric) = match noise {
+    match noise {
         Some(noise) => {
             let mut data = DenoiseData::new(corpus, noise, job.options.seed)?;
             data.valid_len = job.options.len as usize;
             let metric = data.metric();
-            (
-                train_objective(&run, start, &mut data, &job.options)?,
-                metric,
-            )
+            let s = train_controlled(run, start, &mut data, &job.options, control)?;
+            Ok((s, metric))
         }
         None => {
             let mut lm = LmObjective::new(&mut corpus);
             let metric = lm.metric();
-            (train_objective(&run, start, &mut lm, &job.options)?, metric)
+            let s = train_controlled(run, start, &mut lm, &job.options, control)?;
+            Ok((s, metric))
         }
-    };
-    record_provenance(&run.best_dir(), job, &summary, &metric, train_n, rate)?;
-    Ok(summary)
+    }
 }
 
 fn describe(what: &str, c: &TokenCorpus) {
@@ -214,8 +400,8 @@ fn record_provenance(
     s: &TrainSummary,
     metric: &Metric,
     train_samples: usize,
-    rate: u32,
 ) -> Result<()> {
+    let rate = job.sample_rate;
     let path = best.join(crate::model::checkpoint::AUDIO_FILE);
     if !path.exists() {
         return Ok(());
@@ -237,6 +423,7 @@ fn record_provenance(
         "wall_time_s": s.elapsed_s,
         "device": device,
         "precision": if job.options.bf16 && job.options.device.is_cuda() { "bf16" } else { "fp32" },
+        "best_selected_by": if s.validated { "validation" } else { "latest checkpoint (no validation data)" },
         "wavemamba_version": env!("CARGO_PKG_VERSION"),
     })
     .as_object()

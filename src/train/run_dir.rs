@@ -11,7 +11,8 @@
 //! A run killed at any moment leaves only complete checkpoints: a half-written one is still a
 //! hidden temporary directory, which `resume` ignores and the next save removes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::optim::AdamW;
+use super::settings::RunSettings;
 use crate::model::{checkpoint, WaveMamba};
 use crate::{Error, Result};
 
@@ -33,6 +35,9 @@ pub struct TrainerState {
     #[serde(alias = "best_valid_bits")]
     pub best_valid: Option<f64>,
     pub elapsed_s: f64,
+    /// The run's settings, checked by `--resume` (absent in checkpoints of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RunSettings>,
 }
 
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -59,10 +64,15 @@ impl RunDir {
     /// [`Error::Io`] if it cannot be created.
     pub fn create(root: &Path) -> Result<RunDir> {
         std::fs::create_dir_all(root.join("checkpoints")).map_err(io_err(root))?;
-        Ok(RunDir {
+        Ok(RunDir::at(root))
+    }
+
+    /// A handle on `root` that creates nothing (to look for checkpoints or resume from them).
+    pub fn at(root: &Path) -> RunDir {
+        RunDir {
             root: root.to_owned(),
             keep: 2,
-        })
+        }
     }
 
     pub fn metrics_path(&self) -> PathBuf {
@@ -304,11 +314,73 @@ mod tests {
                 seed: 9,
                 best_valid: Some(v),
                 elapsed_s: v.abs(),
+                settings: None,
             };
             let back: TrainerState =
                 serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
             assert_eq!(back.best_valid.map(f64::to_bits), Some(v.to_bits()), "{v}");
             assert_eq!(back.elapsed_s.to_bits(), v.abs().to_bits());
+        }
+    }
+}
+
+/// What existed at `--out` before this invocation, so that a run that fails (or is interrupted)
+/// before its first checkpoint removes what it created there, and nothing else.
+pub(super) struct Before {
+    root: PathBuf,
+    /// The topmost directory on `--out`'s path that did not exist: all of it is this run's.
+    created_top: Option<PathBuf>,
+    /// The names in `--out` that existed.
+    entries: BTreeSet<OsString>,
+    checkpoints: Vec<PathBuf>,
+}
+
+impl Before {
+    pub(super) fn snapshot(root: &Path) -> Before {
+        let created_top = root
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && p.symlink_metadata().is_err())
+            .last()
+            .map(Path::to_owned);
+        let entries = std::fs::read_dir(root)
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        Before {
+            root: root.to_owned(),
+            created_top,
+            entries,
+            checkpoints: RunDir::at(root).checkpoints(),
+        }
+    }
+
+    /// Removes what appeared since the snapshot, unless a new checkpoint did, and says so.
+    pub(super) fn undo(&self) {
+        if RunDir::at(&self.root).checkpoints() != self.checkpoints {
+            return;
+        }
+        let new: Vec<PathBuf> = match &self.created_top {
+            Some(top) => vec![top.clone()],
+            None => std::fs::read_dir(&self.root)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| !self.entries.contains(&e.file_name()))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for path in new {
+            let removed = match path.symlink_metadata() {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => continue,
+            };
+            if removed.is_ok() {
+                eprintln!(
+                    "removed {} (this run created it and stopped before its first checkpoint)",
+                    path.display()
+                );
+            }
         }
     }
 }

@@ -1,0 +1,415 @@
+//! What a run was started with, saved in every checkpoint's `trainer.json`, and the check that a
+//! `--resume` does not contradict it.
+//!
+//! A resumed run continues bit-for-bit only with the settings it was started with, so `--resume`
+//! takes every setting from the checkpoint: a flag left out takes the saved value, a flag given
+//! with the saved value is fine, and a flag given with another value is refused by name. Only the
+//! settings in [`FREE_ON_RESUME`] may change.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::corpus::TokenCorpus;
+use super::TrainOptions;
+use crate::config::{Architecture, AudioConfig, MambaConfig, Task};
+use crate::{Error, Result};
+
+/// Flags that `--resume` lets change (the rest must match the run or be left out). `--steps`
+/// moves the end of the learning-rate schedule (to extend a run); `--data` and `--noise` may name
+/// another path holding the same audio (checked by [`DataFingerprint`]).
+pub const FREE_ON_RESUME: [&str; 12] = [
+    "--steps",
+    "--stop-after",
+    "--ckpt-every",
+    "--valid-every",
+    "--log-every",
+    "--device",
+    "--threads",
+    "--quiet",
+    "--strict",
+    "--save-pack",
+    "--data",
+    "--noise",
+];
+
+/// The size of a corpus's splits: enough to tell a moved copy of the data (same numbers) from
+/// other data (a resumed run would see other batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFingerprint {
+    pub train_files: usize,
+    pub train_samples: usize,
+    pub valid_files: usize,
+    pub valid_samples: usize,
+}
+
+impl DataFingerprint {
+    /// The fingerprint of a loaded corpus.
+    pub fn of(corpus: &TokenCorpus) -> DataFingerprint {
+        let (train_samples, valid_samples) = corpus.samples();
+        DataFingerprint {
+            train_files: corpus.train.len(),
+            train_samples,
+            valid_files: corpus.valid.len(),
+            valid_samples,
+        }
+    }
+}
+
+impl fmt::Display for DataFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} train files ({} samples) and {} validation files ({} samples)",
+            self.train_files, self.train_samples, self.valid_files, self.valid_samples
+        )
+    }
+}
+
+/// Settings of a run that are not in the model files, as the last invocation used them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// `--data` as given.
+    pub data: String,
+    pub data_fingerprint: DataFingerprint,
+    /// `--noise` as given (denoisers).
+    pub noise: Option<String>,
+    pub noise_fingerprint: Option<DataFingerprint>,
+    pub steps: u64,
+    pub batch: i64,
+    pub len: i64,
+    pub lr: f64,
+    pub warmup: u64,
+    pub min_lr_ratio: f64,
+    pub clip: f64,
+    /// "bf16" or "fp32".
+    pub precision: String,
+    pub log_every: u64,
+    pub valid_every: u64,
+    pub ckpt_every: u64,
+}
+
+impl RunSettings {
+    /// The settings of `opts` (plus the data and its fingerprints).
+    pub fn new(
+        opts: &TrainOptions,
+        data: (String, DataFingerprint),
+        noise: Option<(String, DataFingerprint)>,
+    ) -> RunSettings {
+        RunSettings {
+            data: data.0,
+            data_fingerprint: data.1,
+            noise_fingerprint: noise.as_ref().map(|n| n.1),
+            noise: noise.map(|n| n.0),
+            steps: opts.steps,
+            batch: opts.batch,
+            len: opts.len,
+            lr: opts.lr,
+            warmup: opts.warmup,
+            min_lr_ratio: opts.min_lr_ratio,
+            clip: opts.clip,
+            precision: precision_name(opts.bf16).into(),
+            log_every: opts.log_every,
+            valid_every: opts.valid_every,
+            ckpt_every: opts.ckpt_every,
+        }
+    }
+}
+
+/// "bf16" or "fp32", as `--precision` spells them.
+pub fn precision_name(bf16: bool) -> &'static str {
+    if bf16 {
+        "bf16"
+    } else {
+        "fp32"
+    }
+}
+
+/// The flags given on the command line (as `--long-name`); the others hold defaults.
+#[derive(Debug, Clone, Default)]
+pub struct GivenFlags(pub BTreeSet<String>);
+
+impl GivenFlags {
+    /// Whether `flag` (e.g. "--lr") was given.
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.contains(flag)
+    }
+
+    /// The saved value, after checking that a given `flag` does not contradict it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the flag, the saved and the given value.
+    pub fn keep<T: PartialEq + fmt::Display + Clone>(
+        &self,
+        flag: &'static str,
+        saved: &T,
+        given: &T,
+    ) -> Result<T> {
+        if self.has(flag) && saved != given {
+            return Err(contradiction(flag, saved, given));
+        }
+        Ok(saved.clone())
+    }
+
+    /// The given value of a flag that may change on resume, else the saved one.
+    pub fn free<T: Clone>(&self, flag: &str, saved: &T, given: &T) -> T {
+        if self.has(flag) { given } else { saved }.clone()
+    }
+}
+
+/// The error for `flag given` contradicting the run's `flag saved`.
+pub fn contradiction(
+    flag: &'static str,
+    saved: &dyn fmt::Display,
+    given: &dyn fmt::Display,
+) -> Error {
+    Error::InvalidArgument {
+        name: flag,
+        reason: format!(
+            "--resume continues this run with its saved settings: it was trained with \
+             {flag} {saved}, got {flag} {given} (leave {flag} out, or train into a new --out)"
+        ),
+    }
+}
+
+/// The options of a resumed run: the saved ones, with the [`FREE_ON_RESUME`] flags given in
+/// `opts` applied; `seed` is the run's saved seed.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for the first given flag that contradicts the saved settings.
+pub fn resume_options(
+    saved: &RunSettings,
+    seed: u64,
+    opts: &TrainOptions,
+    given: &GivenFlags,
+) -> Result<TrainOptions> {
+    let precision = given.keep(
+        "--precision",
+        &saved.precision,
+        &precision_name(opts.bf16).to_string(),
+    )?;
+    Ok(TrainOptions {
+        steps: given.free("--steps", &saved.steps, &opts.steps),
+        batch: given.keep("--batch", &saved.batch, &opts.batch)?,
+        len: given.keep("--len", &saved.len, &opts.len)?,
+        lr: given.keep("--lr", &saved.lr, &opts.lr)?,
+        warmup: given.keep("--warmup", &saved.warmup, &opts.warmup)?,
+        min_lr_ratio: given.keep("--min-lr-ratio", &saved.min_lr_ratio, &opts.min_lr_ratio)?,
+        clip: given.keep("--clip", &saved.clip, &opts.clip)?,
+        seed: given.keep("--seed", &seed, &opts.seed)?,
+        bf16: precision == "bf16",
+        log_every: given.free("--log-every", &saved.log_every, &opts.log_every),
+        valid_every: given.free("--valid-every", &saved.valid_every, &opts.valid_every),
+        ckpt_every: given.free("--ckpt-every", &saved.ckpt_every, &opts.ckpt_every),
+        ..opts.clone()
+    })
+}
+
+/// The model-shaping flags of a resume, checked against the checkpoint's model.
+#[derive(Debug, Clone)]
+pub struct ModelFlags<'a> {
+    /// `--config`, already resolved (a preset or a config.json), with its text.
+    pub config: Option<(&'a str, MambaConfig)>,
+    pub task: Task,
+    pub architecture: &'a Architecture,
+    pub pooling: &'a [i64],
+    pub sample_rate: u32,
+}
+
+/// Checks the given model flags against the checkpoint's `config` and `audio`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for the first given flag the model contradicts.
+pub fn check_model(
+    flags: &ModelFlags,
+    given: &GivenFlags,
+    config: &MambaConfig,
+    audio: &AudioConfig,
+) -> Result<()> {
+    if let Some((text, resolved)) = &flags.config {
+        if resolved != config {
+            return Err(contradiction("--config", &config_label(config), text));
+        }
+    }
+    given.keep("--task", &task_name(audio.task), &task_name(flags.task))?;
+    let (saved_arch, given_arch) = (
+        arch_name(&audio.architecture),
+        arch_name(flags.architecture),
+    );
+    given.keep("--arch", &saved_arch, &given_arch)?;
+    if given.has("--pooling") && audio.architecture != Architecture::Unet {
+        return Err(Error::InvalidArgument {
+            name: "--pooling",
+            reason: "--pooling applies to U-Net runs, and this run trains the plain architecture \
+                     (leave --pooling out to continue it)"
+                .into(),
+        });
+    }
+    given.keep(
+        "--pooling",
+        &pooling_label(&audio.pooling),
+        &pooling_label(flags.pooling),
+    )?;
+    given.keep("--sample-rate", &audio.sample_rate, &flags.sample_rate)?;
+    Ok(())
+}
+
+/// The preset name a config equals, else its main sizes.
+pub fn config_label(config: &MambaConfig) -> String {
+    ["tiny", "small", "base", "large"]
+        .into_iter()
+        .find(|name| MambaConfig::preset(name).is_ok_and(|p| &p == config))
+        .map_or_else(
+            || {
+                format!(
+                    "<a config.json with d_model {}, n_layer {}>",
+                    config.d_model, config.n_layer
+                )
+            },
+            str::to_owned,
+        )
+}
+
+/// `--task` spelling of a task.
+pub fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Lm => "lm",
+        Task::Denoise => "denoise",
+    }
+}
+
+/// `--arch` spelling of an architecture.
+pub fn arch_name(arch: &Architecture) -> &'static str {
+    match arch {
+        Architecture::Plain => "plain",
+        Architecture::Unet => "unet",
+    }
+}
+
+/// `--pooling` spelling of pooling factors, e.g. "4,4".
+fn pooling_label(pooling: &[i64]) -> String {
+    pooling
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(flags: &[&str]) -> GivenFlags {
+        GivenFlags(flags.iter().map(|f| f.to_string()).collect())
+    }
+
+    fn opts() -> TrainOptions {
+        TrainOptions {
+            steps: 100,
+            batch: 4,
+            len: 256,
+            lr: 2e-3,
+            warmup: 10,
+            min_lr_ratio: 0.1,
+            clip: 1.0,
+            seed: 3,
+            device: tch::Device::Cpu,
+            bf16: false,
+            log_every: 10,
+            valid_every: 50,
+            ckpt_every: 50,
+            stop_after: None,
+            progress: false,
+        }
+    }
+
+    fn saved() -> RunSettings {
+        let fp = DataFingerprint {
+            train_files: 2,
+            train_samples: 100,
+            valid_files: 0,
+            valid_samples: 0,
+        };
+        RunSettings::new(&opts(), ("data".into(), fp), None)
+    }
+
+    #[test]
+    fn flags_left_out_take_the_saved_values() {
+        let cli = TrainOptions {
+            steps: 2000,
+            batch: 16,
+            lr: 0.5,
+            ckpt_every: 200,
+            ..opts()
+        };
+        let o = resume_options(&saved(), 3, &cli, &given(&[])).unwrap();
+        assert_eq!((o.steps, o.batch, o.lr, o.ckpt_every), (100, 4, 2e-3, 50));
+    }
+
+    #[test]
+    fn a_contradicting_flag_is_refused_by_name_with_both_values() {
+        let cli = TrainOptions { lr: 0.1, ..opts() };
+        let err = resume_options(&saved(), 3, &cli, &given(&["--lr"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--lr 0.002") && err.contains("--lr 0.1"),
+            "{err}"
+        );
+        let cli = TrainOptions { seed: 4, ..opts() };
+        let err = resume_options(&saved(), 3, &cli, &given(&["--seed"])).unwrap_err();
+        assert!(err.to_string().contains("--seed 3, got --seed 4"), "{err}");
+    }
+
+    #[test]
+    fn free_flags_and_equal_values_are_accepted() {
+        let cli = TrainOptions {
+            steps: 500,
+            ckpt_every: 7,
+            ..opts()
+        };
+        let o = resume_options(
+            &saved(),
+            3,
+            &cli,
+            &given(&["--steps", "--ckpt-every", "--lr"]),
+        )
+        .unwrap();
+        assert_eq!((o.steps, o.ckpt_every, o.lr), (500, 7, 2e-3));
+    }
+
+    #[test]
+    fn model_flags_are_checked_against_the_checkpoint() {
+        let tiny = MambaConfig::preset("tiny").unwrap();
+        let audio = AudioConfig::default();
+        let small = MambaConfig::preset("small").unwrap();
+        let flags = ModelFlags {
+            config: Some(("small", small)),
+            task: Task::Lm,
+            architecture: &Architecture::Plain,
+            pooling: &[],
+            sample_rate: 16_000,
+        };
+        let err = check_model(&flags, &given(&["--config"]), &tiny, &audio).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("trained with --config tiny, got --config small"),
+            "{err}"
+        );
+        let same = ModelFlags {
+            config: Some(("tiny", tiny.clone())),
+            ..flags.clone()
+        };
+        check_model(&same, &given(&["--config"]), &tiny, &audio).unwrap();
+        let rate = ModelFlags {
+            config: None,
+            sample_rate: 8000,
+            ..flags
+        };
+        let err = check_model(&rate, &given(&["--sample-rate"]), &tiny, &audio).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("--sample-rate 16000, got --sample-rate 8000"));
+    }
+}
