@@ -154,8 +154,8 @@ struct LoaderArgs {
     /// Cache directory for decoded audio (default: ~/.cache/wavemamba/audio)
     #[arg(long)]
     cache: Option<std::path::PathBuf>,
-    /// Sample rate the dataset is resampled to (Hz)
-    #[arg(long, default_value_t = 16_000)]
+    /// Sample rate the dataset is resampled to (Hz; `--sample-rate` as in `train`)
+    #[arg(long = "sample-rate", visible_alias = "rate", default_value_t = 16_000)]
     rate: u32,
     /// Split to draw from: train, valid or test
     #[arg(long, default_value = "train")]
