@@ -300,30 +300,6 @@ fn load_checkpoint(
     Ok((model, opt, state))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::TrainerState;
-
-    /// `trainer.json` must bring every f64 back bit for bit, or a resumed run compares its
-    /// validation scores against a best that is one ulp off (serde_json needs `float_roundtrip`).
-    #[test]
-    fn trainer_state_floats_round_trip_exactly() {
-        for v in [-26.003697631234914, 3.3329123456789012, 1e-300, 0.1 + 0.2] {
-            let s = TrainerState {
-                step: 7,
-                seed: 9,
-                best_valid: Some(v),
-                elapsed_s: v.abs(),
-                settings: None,
-            };
-            let back: TrainerState =
-                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
-            assert_eq!(back.best_valid.map(f64::to_bits), Some(v.to_bits()), "{v}");
-            assert_eq!(back.elapsed_s.to_bits(), v.abs().to_bits());
-        }
-    }
-}
-
 /// What existed at `--out` before this invocation, so that a run that fails (or is interrupted)
 /// before its first checkpoint removes what it created there, and nothing else.
 pub(super) struct Before {
@@ -381,6 +357,30 @@ impl Before {
                     path.display()
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainerState;
+
+    /// `trainer.json` must bring every f64 back bit for bit, or a resumed run compares its
+    /// validation scores against a best that is one ulp off (serde_json needs `float_roundtrip`).
+    #[test]
+    fn trainer_state_floats_round_trip_exactly() {
+        for v in [-26.003697631234914, 3.3329123456789012, 1e-300, 0.1 + 0.2] {
+            let s = TrainerState {
+                step: 7,
+                seed: 9,
+                best_valid: Some(v),
+                elapsed_s: v.abs(),
+                settings: None,
+            };
+            let back: TrainerState =
+                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            assert_eq!(back.best_valid.map(f64::to_bits), Some(v.to_bits()), "{v}");
+            assert_eq!(back.elapsed_s.to_bits(), v.abs().to_bits());
         }
     }
 }
