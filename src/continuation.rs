@@ -1,9 +1,13 @@
-//! `wavemamba generate` end to end: decode and resample the prompt, generate, decode, resample,
-//! write WAV(s) and a spectrogram.
+//! `wavemamba generate` end to end: check the options, outputs, model, prompt and sizes; decode
+//! and resample the prompt, generate, decode, resample, write WAV(s) and a spectrogram, all or
+//! nothing. Also the model-directory checks every command that loads a model shares.
+
+use std::path::Path;
 
 use tch::Device;
 
-use crate::generate::{generate_tokens, GenerateOptions};
+use crate::audio::output::{OutputKind, Outputs};
+use crate::generate::{self, generate_tokens, GenerateOptions};
 use crate::{Error, Result};
 
 /// Everything `wavemamba generate` needs.
@@ -52,24 +56,25 @@ pub fn output_path(out: &std::path::Path, i: usize, n: usize) -> std::path::Path
 }
 
 /// Decodes the prompt, continues it, and writes the WAV file(s) (prompt + continuation unless
-/// `continuation_only`), atomically. Checks the model, the prompt and the output directory before
-/// generating anything, so a bad argument never leaves a partial file.
+/// `continuation_only`) and the spectrogram, all or nothing. Every option, the output paths
+/// (names, directories, writability), the model, the prompt and the sizes (a WAV file's limit,
+/// the memory and disk space needed) are checked before generating anything, so a bad argument
+/// never costs a generation and no failure leaves an output behind.
 ///
 /// # Errors
-/// Missing/invalid model, unreadable prompt, unwritable output, kernel errors.
+/// Invalid options ([`Error::InvalidArgument`] naming the flag), output paths that cannot be
+/// written, a missing or invalid model, an unreadable or empty prompt, sizes that do not fit
+/// ([`Error::TooLarge`]), kernel errors.
 pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
-    use crate::audio::{self, WavFormat};
-    if !(job.seconds > 0.0 && job.seconds.is_finite()) {
-        return Err(Error::InvalidArgument {
-            name: "seconds",
-            reason: format!("must be > 0, got {}", job.seconds),
-        });
-    }
-    audio::check_output_dir(&job.out)?;
+    use crate::audio::{self, mulaw};
+    check_options(job)?;
+    let n = job.options.num;
+    // The names first (cheap); each output's directory once the sizes are known to fit.
+    audio::output::check_output("--out", &output_path(&job.out, 0, n), OutputKind::Wav)?;
     if let Some(png) = &job.spectrogram {
-        audio::check_output_dir(png)?;
+        audio::output::check_output("--spectrogram", png, OutputKind::Image)?;
     }
-    let model = crate::model::checkpoint::load(&job.model, job.device)?;
+    let model = load_model(&job.model, job.device)?;
     model.check_task(crate::config::Task::Lm)?;
     let rate = model.audio.sample_rate;
     let (prompt_audio, prompt_rate) = match &job.prompt {
@@ -80,38 +85,42 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
         None => (Vec::new(), rate),
     };
     let out_rate = job.rate.unwrap_or(prompt_rate);
-    let prompt_tokens =
-        audio::mulaw::encode_slice(&audio::resample(&prompt_audio, prompt_rate, rate)?);
     let opts = GenerateOptions {
-        samples: (job.seconds * rate as f64).round() as usize,
+        samples: samples_to_generate(job.seconds, rate, out_rate)?,
         ..job.options.clone()
     };
-    let generated = generate_tokens(&model, &prompt_tokens, &opts)?;
-    let mut outputs = Vec::new();
-    let mut first_wave = Vec::new();
-    for (i, tokens) in generated.tokens.iter().enumerate() {
-        let cont = audio::resample(&audio::mulaw::decode_slice(tokens), rate, out_rate)?;
-        let wave = if job.continuation_only {
-            cont
+    let sizes = Sizes {
+        model_rate: rate,
+        out_rate,
+        prompt_out: if job.continuation_only {
+            0.0
         } else {
-            let mut w = audio::resample(&prompt_audio, prompt_rate, out_rate)?;
-            w.extend_from_slice(&cont);
-            w
-        };
-        let path = output_path(&job.out, i, generated.tokens.len());
-        audio::write_wav(&path, &wave, out_rate, WavFormat::Pcm16)?;
-        if i == 0 {
-            first_wave = wave;
-        }
-        outputs.push(path);
-    }
+            prompt_audio.len() as f64 * f64::from(out_rate) / f64::from(prompt_rate)
+        },
+    };
+    check_sizes(job, &model, &opts, &sizes)?;
+    let outputs = stage_outputs(job)?;
+    let prompt_tokens = mulaw::encode_slice(&audio::resample(&prompt_audio, prompt_rate, rate)?);
+    let generated = generate_tokens(&model, &prompt_tokens, &opts)?;
+    let prompt_out = if job.continuation_only {
+        Vec::new()
+    } else {
+        audio::resample(&prompt_audio, prompt_rate, out_rate)?
+    };
+    let rates = (rate, out_rate);
+    let keep_first = job.spectrogram.is_some();
+    let first_wave = write_waves(&outputs, &generated.tokens, &prompt_out, rates, keep_first)?;
     let prompt_seconds = prompt_audio.len() as f64 / prompt_rate.max(1) as f64;
     if let Some(png) = &job.spectrogram {
         let marker = (!job.continuation_only && prompt_seconds > 0.0).then_some(prompt_seconds);
-        crate::plot::spectrogram(png, &first_wave, out_rate, marker, "prompt | continuation")?;
+        let title = "prompt | continuation";
+        let tmp = outputs.tmp(n);
+        crate::plot::spectrogram_file(png, tmp, &first_wave, out_rate, marker, title)?;
     }
+    let mut written = outputs.commit()?;
+    written.truncate(n);
     Ok(ContinueReport {
-        outputs,
+        outputs: written,
         spectrogram: job.spectrogram.clone(),
         prompt_seconds,
         generated_seconds: job.seconds,
@@ -120,6 +129,251 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
         real_time_factor: generated.generate_s / job.seconds,
         path: generated.path,
     })
+}
+
+/// The output files of `job` (`--out`, or its `--num` numbered files, then `--spectrogram`),
+/// checked and their directories shown writable; nothing is created yet.
+///
+/// # Errors
+/// As [`Outputs::add`].
+fn stage_outputs(job: &ContinueJob) -> Result<Outputs> {
+    let n = job.options.num;
+    let mut outputs = Outputs::new();
+    for i in 0..n {
+        outputs.add("--out", &output_path(&job.out, i, n), OutputKind::Wav)?;
+    }
+    if let Some(png) = &job.spectrogram {
+        outputs.add("--spectrogram", png, OutputKind::Image)?;
+    }
+    Ok(outputs)
+}
+
+/// Writes each stream's `prompt_out` + decoded continuation (tokens at `rates.0` Hz, written at
+/// `rates.1` Hz) into the temporary file of output `i` of `outputs`; returns the first file's
+/// samples when `keep_first` (for the spectrogram), else nothing.
+///
+/// # Errors
+/// Resampling and WAV writing errors naming the output.
+fn write_waves(
+    outputs: &Outputs,
+    streams: &[Vec<u8>],
+    prompt_out: &[f32],
+    (model_rate, out_rate): (u32, u32),
+    keep_first: bool,
+) -> Result<Vec<f32>> {
+    use crate::audio::{self, mulaw, WavFormat};
+    let mut first = Vec::new();
+    for (i, tokens) in streams.iter().enumerate() {
+        let cont = audio::resample(&mulaw::decode_slice(tokens), model_rate, out_rate)?;
+        let wave = [prompt_out, &cont].concat();
+        let (name, tmp) = (outputs.path(i), outputs.tmp(i));
+        audio::write_wav_file(name, tmp, &wave, out_rate, WavFormat::Pcm16)?;
+        if i == 0 && keep_first {
+            first = wave;
+        }
+    }
+    Ok(first)
+}
+
+/// Checks the options that need neither the model nor a file, naming the flag of a bad one.
+///
+/// # Errors
+/// [`Error::InvalidArgument`].
+fn check_options(job: &ContinueJob) -> Result<()> {
+    let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
+    let o = &job.options;
+    if !(job.seconds > 0.0 && job.seconds.is_finite()) {
+        return bad("--seconds", format!("must be > 0, got {}", job.seconds));
+    }
+    if o.num == 0 {
+        return bad("--num", "must be ≥ 1, got 0".into());
+    }
+    if !(o.temperature >= 0.0 && o.temperature.is_finite()) {
+        return bad(
+            "--temperature",
+            format!("must be ≥ 0, got {}", o.temperature),
+        );
+    }
+    if !(o.top_p > 0.0 && o.top_p <= 1.0) {
+        return bad("--top-p", format!("must be in (0, 1], got {}", o.top_p));
+    }
+    if let Some(r) = job.rate {
+        crate::audio::check_sample_rate("--rate", r)?;
+    }
+    Ok(())
+}
+
+/// Samples to generate at the model's rate for `seconds`, refusing less than one sample at the
+/// model's rate or at the output rate.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `--seconds`.
+fn samples_to_generate(seconds: f64, model_rate: u32, out_rate: u32) -> Result<usize> {
+    let slowest = model_rate.min(out_rate);
+    if seconds * f64::from(slowest) < 1.0 {
+        return Err(Error::InvalidArgument {
+            name: "--seconds",
+            reason: format!("{seconds} is less than one sample at {slowest} Hz"),
+        });
+    }
+    // Saturates for absurd values, which check_sizes refuses.
+    Ok((seconds * f64::from(model_rate)).round() as usize)
+}
+
+/// Rates and lengths of one generation's outputs.
+struct Sizes {
+    model_rate: u32,
+    out_rate: u32,
+    /// Samples of the prompt in each output file (0 with `continuation_only`).
+    prompt_out: f64,
+}
+
+/// Refuses, before any work, a generation whose output files exceed a WAV file's limit, or whose
+/// buffers do not fit in the memory available or its files on the output's disk.
+///
+/// # Errors
+/// [`Error::TooLarge`] naming the options and the sizes.
+fn check_sizes(
+    job: &ContinueJob,
+    model: &crate::model::WaveMamba,
+    opts: &GenerateOptions,
+    sizes: &Sizes,
+) -> Result<()> {
+    use crate::audio::output::{available_memory, check_fits, free_disk_space, human_bytes};
+    let num = opts.num as f64;
+    let what = if opts.num > 1 {
+        format!("--seconds {} --num {}", job.seconds, opts.num)
+    } else {
+        format!("--seconds {}", job.seconds)
+    };
+    let out_rate = f64::from(sizes.out_rate);
+    let per_file = sizes.prompt_out + job.seconds * out_rate;
+    let max = crate::audio::max_wav_samples(crate::audio::WavFormat::Pcm16) as f64;
+    if per_file > max {
+        return Err(Error::TooLarge {
+            what,
+            reason: format!(
+                "each output would hold {per_file:.0} samples ({:.1} hours at {} Hz), more than \
+                 a 16-bit WAV file can ({max:.0} samples, {:.1} hours)",
+                per_file / out_rate / 3600.0,
+                sizes.out_rate,
+                max / out_rate / 3600.0
+            ),
+        });
+    }
+    // Per output file, one at a time: the continuation decoded and resampled, the file's samples
+    // (f32), and for the spectrogram its wave kept and its STFT (about 48 bytes per sample).
+    let cont_model = job.seconds * f64::from(sizes.model_rate);
+    let per_output = 4.0 * (cont_model + 2.0 * per_file + sizes.prompt_out);
+    let spectrogram = if job.spectrogram.is_some() {
+        52.0 * per_file
+    } else {
+        0.0
+    };
+    let streams = generate::estimate_memory(model, opts) as f64;
+    let need = streams + per_output + spectrogram;
+    let detail = format!(
+        "{} for {} streams and their samples, {} per output file{}",
+        human_bytes(streams as u64),
+        opts.num,
+        human_bytes(per_output as u64),
+        if spectrogram > 0.0 {
+            format!(", {} for the spectrogram", human_bytes(spectrogram as u64))
+        } else {
+            String::new()
+        }
+    );
+    check_fits(&what, need as u64, available_memory(), "memory", &detail)?;
+    let disk = num * (44.0 + 2.0 * per_file) + if spectrogram > 0.0 { 2e6 } else { 0.0 };
+    let dir = crate::audio::output::resolve_link(&job.out)?;
+    let dir = dir
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    check_fits(
+        &what,
+        disk as u64,
+        free_disk_space(dir),
+        &format!("disk space in {}", dir.display()),
+        &format!("{} WAV file(s) of {per_file:.0} samples", opts.num),
+    )
+}
+
+/// Checks that `dir` is a model directory (`config.json` and `model.safetensors`) and says what
+/// to give instead when it is not: a training run's directory names its `best/` model and latest
+/// checkpoint.
+///
+/// # Errors
+/// [`Error::Checkpoint`] naming the directory and what is missing.
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    use crate::model::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
+    let bad = |reason: String| {
+        Err(Error::Checkpoint {
+            path: dir.to_owned(),
+            reason,
+        })
+    };
+    const EXPECTED: &str = "a model directory holds config.json and model.safetensors";
+    if !dir.exists() {
+        return bad(format!(
+            "not a model directory: it does not exist ({EXPECTED})"
+        ));
+    }
+    if !dir.is_dir() {
+        return bad(format!("not a model directory: it is a file ({EXPECTED})"));
+    }
+    let has_config = dir.join(CONFIG_FILE).is_file();
+    if !has_config {
+        if let Some(hint) = training_run_hint(dir) {
+            return bad(format!(
+                "a training run's directory, not a model directory: use {hint}"
+            ));
+        }
+        return bad(format!(
+            "not a model directory: {CONFIG_FILE} is missing ({EXPECTED})"
+        ));
+    }
+    if !dir.join(WEIGHTS_FILE).is_file() {
+        return bad(format!("{WEIGHTS_FILE} is missing ({EXPECTED})"));
+    }
+    Ok(())
+}
+
+/// For a training run's directory (`best/`, `latest`, `checkpoints/`): the model directories in
+/// it, e.g. `runs/r1/best (the best validation model) or runs/r1/checkpoints/step-000200 (the
+/// latest checkpoint)`.
+fn training_run_hint(dir: &Path) -> Option<String> {
+    let best = dir.join("best");
+    let latest = std::fs::read_to_string(dir.join("latest"))
+        .ok()
+        .map(|name| dir.join("checkpoints").join(name.trim()))
+        .filter(|p| p.join(crate::model::checkpoint::CONFIG_FILE).is_file());
+    let mut choices = Vec::new();
+    if best.is_dir() {
+        choices.push(format!("{} (the best validation model)", best.display()));
+    }
+    if let Some(p) = latest {
+        choices.push(format!("{} (the latest checkpoint)", p.display()));
+    }
+    if choices.is_empty() && !dir.join("checkpoints").is_dir() {
+        return None;
+    }
+    if choices.is_empty() {
+        choices.push(format!(
+            "a checkpoint under {}",
+            dir.join("checkpoints").display()
+        ));
+    }
+    Some(choices.join(" or "))
+}
+
+/// Loads the model directory `dir` onto `device` after [`check_model_dir`].
+///
+/// # Errors
+/// As [`check_model_dir`] and [`crate::model::checkpoint::load`].
+pub fn load_model(dir: &Path, device: Device) -> Result<crate::model::WaveMamba> {
+    check_model_dir(dir)?;
+    crate::model::checkpoint::load(dir, device)
 }
 
 /// The bundled default model: `$WAVEMAMBA_MODEL`, else [`bundled_model_dir`]`("default")`.

@@ -67,6 +67,20 @@ pub enum Error {
     #[error("audio device {device}: {reason}")]
     AudioDevice { device: String, reason: String },
 
+    /// A request that does not fit where it has to go: its buffers in memory, its output on disk
+    /// or in a WAV file; `what` names the options asking for it, `reason` the sizes.
+    #[error("{what}: {reason}")]
+    TooLarge { what: String, reason: String },
+
+    /// No sound device of one direction can be opened (no sound card and no sound server);
+    /// `hint` says what to do instead.
+    #[error("no audio {direction} device available ({reason}); {hint}")]
+    NoAudioDevice {
+        direction: &'static str,
+        reason: String,
+        hint: String,
+    },
+
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

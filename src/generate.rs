@@ -3,7 +3,7 @@
 //! [`continue_audio`]; [`generate_tokens`] is the token-level core.
 
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
@@ -126,7 +126,6 @@ pub fn generate_tokens(
             .to_device(model.device());
         let _logits = tch::no_grad(|| model.prefill_last(&x, &mut state))?;
     }
-    let state = state.repeat_batch(n);
     if let Device::Cuda(index) = model.device() {
         tch::Cuda::synchronize(index as i64); // prefill_s: the GPU's work, not just its launch
     }
@@ -139,7 +138,7 @@ pub fn generate_tokens(
             "engine",
         )
     } else {
-        let mut stepper = TchStepper::new(model, state);
+        let mut stepper = TchStepper::new(model, state.repeat_batch(n));
         (run_sampling(&mut stepper, last_token, opts, rate)?, "tch")
     };
     Ok(Generated {
@@ -180,10 +179,11 @@ fn engine_workers(opts: &GenerateOptions) -> usize {
     threads.clamp(1, opts.num)
 }
 
-/// Samples every stream of `state` (prefilled, `opts.num` rows) on `workers` step engines, one
-/// thread each with a contiguous range of streams. Each stream's sampler is seeded by its index
-/// among all streams and the engine steps streams independently, so the tokens are those of one
-/// engine for all. Returns the streams' tokens and the seconds spent.
+/// Samples `opts.num` continuations of `state` (the prefilled state of one stream) on `workers`
+/// step engines, one thread each with a contiguous range of streams, each engine loading its own
+/// copies of the state (so the whole batch is never held twice). Each stream's sampler is seeded
+/// by its index among all streams and the engine steps streams independently, so the tokens are
+/// those of one engine for all. Returns the streams' tokens and the seconds spent.
 fn sample_on_engines(
     model: &WaveMamba,
     state: &State,
@@ -195,13 +195,16 @@ fn sample_on_engines(
     let ranges: Vec<Range<usize>> = (0..workers)
         .map(|w| w * opts.num / workers..(w + 1) * opts.num / workers)
         .collect();
+    let bar = bar(opts);
+    if opts.num > 1 {
+        bar.set_message(format!("preparing {} streams", opts.num));
+    }
     let mut engines = Vec::with_capacity(workers);
     for r in &ranges {
         let mut e = StepEngine::new(model, r.len())?;
-        e.load_state(&state.narrow_batch(r.start as i64, r.len() as i64))?;
+        e.load_state(&state.repeat_batch(r.len() as i64))?;
         engines.push(e);
     }
-    let bar = bar(opts);
     let started = Instant::now();
     let parts: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|s| {
         let handles: Vec<_> = engines
@@ -269,9 +272,12 @@ fn sample_streams(
             )
         })
         .collect();
-    let mut out = vec![Vec::with_capacity(opts.samples); n];
+    let mut out = token_buffers(n, opts.samples)?;
     let mut current = vec![first_input; n];
     let started = Instant::now();
+    let mut drawn = started;
+    // Many streams make a step long: then every step may redraw the bar (at most 5 times a second).
+    let check_every = if n >= 64 { 1 } else { 64 };
     for i in 0..opts.samples {
         let logits = stepper.step(&current)?;
         let vocab = logits.len() / n;
@@ -280,16 +286,104 @@ fn sample_streams(
             out[s].push(tok);
             current[s] = tok;
         }
-        if i % 1024 == 1023 {
+        if (i + 1) % check_every == 0 && drawn.elapsed() >= Duration::from_millis(200) {
+            drawn = Instant::now();
             let secs = started.elapsed().as_secs_f64();
             let audio_s = (i + 1) as f64 / sample_rate as f64;
             bar.set_position(i as u64 + 1);
-            bar.set_message(format!("real-time factor {:.2}", secs / audio_s));
+            bar.set_message(speed_text(secs / audio_s));
         }
     }
     Ok(out)
 }
 
+/// `streams` empty token buffers of capacity `samples` each, allocated fallibly: a size that
+/// does not fit is an error, not an abort.
+///
+/// # Errors
+/// [`Error::TooLarge`].
+fn token_buffers(streams: usize, samples: usize) -> Result<Vec<Vec<u8>>> {
+    let too_large = || Error::TooLarge {
+        what: format!("{streams} streams of {samples} samples"),
+        reason: format!(
+            "cannot allocate {} for the generated samples",
+            crate::audio::output::human_bytes((streams as u64).saturating_mul(samples as u64))
+        ),
+    };
+    let mut out = Vec::new();
+    out.try_reserve_exact(streams).map_err(|_| too_large())?;
+    for _ in 0..streams {
+        let mut v = Vec::new();
+        v.try_reserve_exact(samples).map_err(|_| too_large())?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Bytes of the recurrent state of one stream of `model` (every layer's conv and SSM state, and
+/// a U-Net's pooling buffers).
+pub fn state_bytes_per_stream(model: &WaveMamba) -> u64 {
+    let state = model.zero_state(1);
+    let bytes = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+    let layers: u64 = state
+        .layers
+        .iter()
+        .map(|l| bytes(&l.conv) + bytes(&l.ssm))
+        .sum();
+    let pools: u64 = state
+        .pools
+        .iter()
+        .map(|p| bytes(&p.buffer) + bytes(&p.pending))
+        .sum();
+    layers + pools
+}
+
+/// Memory [`generate_tokens`] needs for `opts`, estimated in bytes: each stream's tokens, and
+/// its recurrent state about three times over (the copy it is loaded from, the step engine's own
+/// and the engine's work buffers) plus its logits. Saturates instead of overflowing.
+pub fn estimate_memory(model: &WaveMamba, opts: &GenerateOptions) -> u64 {
+    let vocab = model.config.vocab_size as u64;
+    let per_stream = (opts.samples as u64)
+        .saturating_add(3 * state_bytes_per_stream(model))
+        .saturating_add(8 * vocab);
+    per_stream.saturating_mul(opts.num as u64)
+}
+
+/// A real-time factor (seconds of work per second of audio: lower is faster) in words that
+/// cannot be misread, e.g. `real-time factor 0.31 (3.23× faster than real time)`.
+pub fn real_time_text(rtf: f64) -> String {
+    if !(rtf.is_finite() && rtf > 0.0) {
+        return format!("real-time factor {rtf:.2}");
+    }
+    format!("real-time factor {} ({})", number(rtf), speed_text(rtf))
+}
+
+/// The speed of a real-time factor alone: `3.23× faster than real time`, `2.00× slower than
+/// real time` (for a progress bar, where space is short).
+pub fn speed_text(rtf: f64) -> String {
+    if !(rtf.is_finite() && rtf > 0.0) {
+        return "speed unknown".to_owned();
+    }
+    if rtf < 1.0 {
+        format!("{}× faster than real time", number(1.0 / rtf))
+    } else if rtf > 1.0 {
+        format!("{}× slower than real time", number(rtf))
+    } else {
+        "as fast as real time".to_owned()
+    }
+}
+
+/// `x` with two significant digits at least, whatever its size.
+fn number(x: f64) -> String {
+    match x {
+        x if x >= 100.0 => format!("{x:.0}"),
+        x if x >= 0.01 => format!("{x:.2}"),
+        x => format!("{x:.1e}"),
+    }
+}
+
+/// The progress bar of a generation (hidden without `opts.progress`): samples done of each
+/// stream, the speed, the time left.
 fn bar(opts: &GenerateOptions) -> ProgressBar {
     if !opts.progress {
         return ProgressBar::hidden();
@@ -300,4 +394,26 @@ fn bar(opts: &GenerateOptions) -> ProgressBar {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_time_text;
+
+    #[test]
+    fn real_time_factors_say_which_way_is_faster() {
+        assert_eq!(
+            real_time_text(0.25),
+            "real-time factor 0.25 (4.00× faster than real time)"
+        );
+        assert_eq!(
+            real_time_text(2.0),
+            "real-time factor 2.00 (2.00× slower than real time)"
+        );
+        assert_eq!(
+            real_time_text(0.0005),
+            "real-time factor 5.0e-4 (2000× faster than real time)"
+        );
+        assert_eq!(real_time_text(0.0), "real-time factor 0.00");
+    }
 }

@@ -1,4 +1,5 @@
-//! PNG plots (plotters, bitmap backend, bundled DejaVu Sans Mono): training curves.
+//! Plots (plotters, bitmap backend, bundled DejaVu Sans Mono): training curves (PNG) and
+//! spectrograms (PNG, JPEG or BMP).
 
 use std::path::Path;
 use std::sync::Once;
@@ -19,11 +20,32 @@ fn ensure_font() {
     });
 }
 
+/// A plotting failure as [`Error::Io`] naming `path`, with a readable reason.
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         path: path.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(plot_reason(&e.to_string())),
     }
+}
+
+/// The reason in a plotters error. Its bitmap backend prints its causes in Debug form (e.g.
+/// `Drawing backend error: ImageError(IoError(Os { code: 28, kind: StorageFull, message: "No
+/// space left on device" }))`; its error type is not exported, so the text is all there is): an
+/// OS error becomes `No space left on device (os error 28)`, anything else loses the wrappers.
+fn plot_reason(text: &str) -> String {
+    // The text after `name` up to `end`.
+    let field = |name: &str, end: char| {
+        let rest = &text[text.find(name)? + name.len()..];
+        Some(rest[..rest.find(end)?].to_owned())
+    };
+    if let Some(message) = field("message: \"", '"') {
+        return match field("code: ", ',') {
+            Some(code) => format!("{message} (os error {code})"),
+            None => message,
+        };
+    }
+    let inner = text.strip_prefix("Drawing backend error: ").unwrap_or(text);
+    format!("cannot draw the image: {inner}")
 }
 
 /// One line of a chart: a label and (x, y) points.
@@ -59,7 +81,8 @@ pub fn line_chart(
     let pad = ((y1 - y0) * 0.05).max(1e-3);
     let (y0, y1) = (y0 - pad, y1 + pad);
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    write_atomic(path, |tmp| {
+    let target = crate::audio::output::resolve_link(path)?;
+    write_atomic(&target, |tmp| {
         // plotters picks the encoder from the extension: give the temporary file a .png name.
         let png = tmp.with_extension("png");
         {
@@ -169,13 +192,36 @@ pub fn loss_curves(metrics: &Path, png: &Path, metric: &crate::train::Metric) ->
     )
 }
 
-/// Log-magnitude spectrogram (512-point STFT, Hann window, hop 128) of mono `samples` as a PNG,
-/// with a vertical line where the prompt ends (`marker_s`, seconds) when given.
+/// Log-magnitude spectrogram (512-point STFT, Hann window, hop 128) of mono `samples` as an
+/// image, with a vertical line where the prompt ends (`marker_s`, seconds) when given. The
+/// format follows `path`'s extension (PNG, JPEG or BMP); the file appears complete or not at all,
+/// and a symbolic link at `path` is written through.
 ///
 /// # Errors
-/// [`Error::Io`] (the PNG could not be written).
+/// [`Error::InvalidArgument`] for another extension; [`Error::Io`] (the image could not be
+/// written).
 pub fn spectrogram(
     path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    marker_s: Option<f64>,
+    title: &str,
+) -> Result<()> {
+    use crate::audio::output::{OutputKind, Outputs};
+    let mut outputs = Outputs::new();
+    let i = outputs.add("spectrogram", path, OutputKind::Image)?;
+    spectrogram_file(path, outputs.tmp(i), samples, sample_rate, marker_s, title)?;
+    outputs.commit().map(drop)
+}
+
+/// [`spectrogram`] written straight to `file` (a temporary file whose extension picks the image
+/// format, renamed by the caller); errors name `name`.
+///
+/// # Errors
+/// [`Error::Io`] naming `name`.
+pub fn spectrogram_file(
+    name: &Path,
+    file: &Path,
     samples: &[f32],
     sample_rate: u32,
     marker_s: Option<f64>,
@@ -206,56 +252,48 @@ pub fn spectrogram(
     let floor = top - 80.0;
     let duration = samples.len() as f64 / sample_rate as f64;
     let nyquist = sample_rate as f64 / 2.0 / 1000.0;
-    write_atomic(path, |tmp| {
-        let png = tmp.with_extension("png");
-        {
-            let root = BitMapBackend::new(&png, (1000, 420)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, (FAMILY, 20))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(50)
-                .build_cartesian_2d(0.0..duration, 0.0..nyquist)
-                .map_err(|e| plot_err(path, e))?;
-            chart
-                .configure_mesh()
-                .disable_mesh()
-                .x_desc("time (s)")
-                .y_desc("kHz")
-                .label_style((FAMILY, 13))
-                .draw()
-                .map_err(|e| plot_err(path, e))?;
-            let (dt, df) = (duration / frames as f64, nyquist / bins as f64);
-            let cells = (0..frames)
-                .flat_map(|t| (0..bins).map(move |f| (t, f)))
-                .map(|(t, f)| {
-                    let v = ((values[f * frames + t] - floor) / 80.0).clamp(0.0, 1.0) as f64;
-                    let color = heat(v);
-                    Rectangle::new(
-                        [
-                            (t as f64 * dt, f as f64 * df),
-                            ((t + 1) as f64 * dt, (f + 1) as f64 * df),
-                        ],
-                        color.filled(),
-                    )
-                });
-            chart.draw_series(cells).map_err(|e| plot_err(path, e))?;
-            if let Some(m) = marker_s {
-                chart
-                    .draw_series(LineSeries::new(
-                        [(m, 0.0), (m, nyquist)],
-                        WHITE.stroke_width(2),
-                    ))
-                    .map_err(|e| plot_err(path, e))?;
-            }
-            root.present().map_err(|e| plot_err(path, e))?;
-        }
-        std::fs::rename(&png, tmp).map_err(|source| Error::Io {
-            path: tmp.to_owned(),
-            source,
-        })
-    })
+    let err = |e| plot_err(name, e);
+    let root = BitMapBackend::new(file, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FAMILY, 20))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..duration, 0.0..nyquist)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("time (s)")
+        .y_desc("kHz")
+        .label_style((FAMILY, 13))
+        .draw()
+        .map_err(err)?;
+    let (dt, df) = (duration / frames as f64, nyquist / bins as f64);
+    let cells = (0..frames)
+        .flat_map(|t| (0..bins).map(move |f| (t, f)))
+        .map(|(t, f)| {
+            let v = ((values[f * frames + t] - floor) / 80.0).clamp(0.0, 1.0) as f64;
+            let color = heat(v);
+            Rectangle::new(
+                [
+                    (t as f64 * dt, f as f64 * df),
+                    ((t + 1) as f64 * dt, (f + 1) as f64 * df),
+                ],
+                color.filled(),
+            )
+        });
+    chart.draw_series(cells).map_err(err)?;
+    if let Some(m) = marker_s {
+        chart
+            .draw_series(LineSeries::new(
+                [(m, 0.0), (m, nyquist)],
+                WHITE.stroke_width(2),
+            ))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
 }
 
 /// A dark-blue → magenta → yellow colour ramp for v in [0, 1].
@@ -275,5 +313,21 @@ fn heat(v: f64) -> RGBColor {
             lerp(30.0, 230.0, t),
             lerp(120.0, 60.0, t),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plot_reason;
+
+    #[test]
+    fn plotters_debug_text_becomes_a_reason() {
+        let text = "Drawing backend error: ImageError(IoError(Os { code: 28, kind: StorageFull, \
+                    message: \"No space left on device\" }))";
+        assert_eq!(plot_reason(text), "No space left on device (os error 28)");
+        assert_eq!(
+            plot_reason("Drawing backend error: InvalidBuffer"),
+            "cannot draw the image: InvalidBuffer"
+        );
     }
 }

@@ -344,3 +344,105 @@ fn mulaw_slices_match_the_tensor_kernel() {
 /// The corpus of broken and absurd files.
 #[path = "audio_io/broken.rs"]
 mod broken;
+
+/// `write_wav` to a symbolic link writes the file it points to (also a file not there yet) and
+/// keeps the link.
+#[test]
+fn writing_through_a_symlink_keeps_the_link() {
+    let dir = TempDir::new("symlink");
+    std::fs::create_dir_all(dir.join("real")).unwrap();
+    std::os::unix::fs::symlink("real/a.wav", dir.join("link.wav")).unwrap();
+    let x = sine(300.0, 16_000, 0.1, 0.5);
+    for _ in 0..2 {
+        // first through a dangling link, then over the file it created
+        write_wav(&dir.join("link.wav"), &x, 16_000, WavFormat::Float32).unwrap();
+        let meta = std::fs::symlink_metadata(dir.join("link.wav")).unwrap();
+        assert!(meta.file_type().is_symlink(), "the link was replaced");
+        assert_eq!(read_audio(&dir.join("real/a.wav")).unwrap().samples, x);
+    }
+}
+
+/// The outputs of one command: checked up front (names, directories), written under temporary
+/// names, renamed together at commit; dropped uncommitted, nothing is left.
+#[test]
+fn outputs_appear_together_or_not_at_all() {
+    use wavemamba::audio::output::{OutputKind, Outputs};
+    use wavemamba::audio::write_wav_file;
+    let dir = TempDir::new("outputs");
+    let x = sine(300.0, 16_000, 0.05, 0.5);
+    let names = |d: &TempDir| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // Written but never committed (a later step failed): nothing remains.
+    {
+        let mut out = Outputs::new();
+        let a = out
+            .add("--out", &dir.join("a.wav"), OutputKind::Wav)
+            .unwrap();
+        out.add("--spectrogram", &dir.join("a.png"), OutputKind::Image)
+            .unwrap();
+        write_wav_file(out.path(a), out.tmp(a), &x, 16_000, WavFormat::Pcm16).unwrap();
+        assert_eq!(names(&dir).len(), 1, "one temporary file while working");
+    }
+    assert!(names(&dir).is_empty(), "left behind: {:?}", names(&dir));
+    // One output never written: commit fails before renaming anything.
+    let mut out = Outputs::new();
+    let a = out
+        .add("--out", &dir.join("a.wav"), OutputKind::Wav)
+        .unwrap();
+    out.add("--out", &dir.join("b.wav"), OutputKind::Wav)
+        .unwrap();
+    write_wav_file(out.path(a), out.tmp(a), &x, 16_000, WavFormat::Pcm16).unwrap();
+    let err = out.commit().unwrap_err().to_string();
+    assert!(err.contains("b.wav"), "{err}");
+    assert!(names(&dir).is_empty(), "left behind: {:?}", names(&dir));
+    // Both written: both appear.
+    let mut out = Outputs::new();
+    for n in ["a.wav", "b.wav"] {
+        let i = out.add("--out", &dir.join(n), OutputKind::Wav).unwrap();
+        write_wav_file(out.path(i), out.tmp(i), &x, 16_000, WavFormat::Pcm16).unwrap();
+    }
+    out.commit().unwrap();
+    assert_eq!(names(&dir), ["a.wav", "b.wav"]);
+}
+
+/// Bad output paths are refused before anything is created, each with a message naming it.
+#[test]
+fn bad_output_paths_are_refused_up_front() {
+    use wavemamba::audio::output::{OutputKind, Outputs};
+    let dir = TempDir::new("bad-outputs");
+    std::fs::create_dir_all(dir.join("sub.png")).unwrap();
+    let mut out = Outputs::new();
+    out.add("--out", &dir.join("a.wav"), OutputKind::Wav)
+        .unwrap();
+    let cases: [(&str, OutputKind, &str); 5] = [
+        ("a.mp3", OutputKind::Wav, ".mp3 is not written"),
+        (
+            "spec.gif",
+            OutputKind::Image,
+            "give it a .png, .jpg or .bmp name",
+        ),
+        ("sub.png", OutputKind::Image, "is a directory"),
+        (
+            "missing/a.png",
+            OutputKind::Image,
+            "output directory does not exist",
+        ),
+        ("./a.wav", OutputKind::Wav, "is also the output of --out"),
+    ];
+    for (name, kind, want) in cases {
+        let err = out
+            .add("--x", &dir.join(name), kind)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    drop(out);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "only sub.png/ should remain: {left:?}");
+}

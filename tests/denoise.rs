@@ -401,3 +401,81 @@ fn an_interrupted_denoiser_run_resumes_exactly() {
     assert_eq!(straight.final_loss.to_bits(), resumed.final_loss.to_bits());
     assert_eq!(straight.best_valid, resumed.best_valid);
 }
+
+/// `wavemamba denoise` refuses inputs without samples (also a WAV whose recorder never finalised
+/// its data size) naming the file once; a spectrogram that cannot be written fails before the
+/// work and leaves no WAV; a run prints the spectrogram it wrote and its speed unambiguously.
+#[test]
+fn denoise_cli_refuses_empty_input_and_leaves_nothing() {
+    use common::audio_gen::{le16, to_int, RawWav};
+    let dir = TempDir::new("denoise-empty");
+    let model_dir = dir.join("model");
+    checkpoint::save(&random_denoiser("tiny", 4), &model_dir).unwrap();
+    let m = model_dir.to_str().unwrap();
+    let zero = dir.join("zero.wav");
+    std::fs::write(&zero, RawWav::pcm16(1, 16_000, Vec::new()).bytes()).unwrap();
+    let unfinalised = dir.join("unfinalised.wav");
+    let data = le16(&to_int(&speechlike(0.1, 1), 16));
+    let raw = RawWav {
+        declared: Some(0),
+        ..RawWav::pcm16(1, 16_000, data)
+    };
+    std::fs::write(&unfinalised, raw.bytes()).unwrap();
+    let out = dir.join("out.wav");
+    for (input, needle) in [
+        (&zero, "no audio samples"),
+        (&unfinalised, "declares 0 bytes but 3200 bytes follow"),
+    ] {
+        let i = input.to_str().unwrap();
+        let o = wavemamba(&["denoise", "--model", m, i, out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = text(&o.stderr);
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(err.matches(i).count(), 1, "the path is repeated: {err}");
+        assert!(!out.exists());
+    }
+    let input = dir.join("in.wav");
+    write_wav_f32(&input, &speechlike(0.3, 2), 1, 16_000);
+    std::fs::create_dir_all(dir.join("taken.png")).unwrap();
+    let run = |png: &str| {
+        wavemamba(&[
+            "denoise",
+            "--model",
+            m,
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--spectrogram",
+            dir.join(png).to_str().unwrap(),
+        ])
+    };
+    for (png, needle) in [
+        ("taken.png", "is a directory"),
+        ("s.gif", ".gif is not written"),
+    ] {
+        let o = run(png);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o.stderr).contains(needle), "{}", text(&o.stderr));
+        assert!(!out.exists(), "{png}: the WAV of a failed run was left");
+    }
+    let o = run("spec.png");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    let png = dir.join("spec.png");
+    assert!(
+        stdout.contains(&format!("wrote {}", png.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("real-time factor") && stdout.contains("than real time)"),
+        "{stdout}"
+    );
+    assert!(out.is_file() && png.is_file());
+    // A model directory without its weights: the file named, no Debug text.
+    std::fs::remove_file(model_dir.join("model.safetensors")).unwrap();
+    let o = wavemamba(&["denoise", "--model", m, input.to_str().unwrap(), "x.wav"]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("model.safetensors is missing") && !err.contains("IoError"),
+        "{err}"
+    );
+}

@@ -12,25 +12,34 @@ use crate::{Error, Result};
 /// Decodes a WAV (8-bit unsigned, 16/24/32-bit integer, 32/64-bit float, A-law, mu-law, ADPCM),
 /// FLAC or OGG/Vorbis file of any channel count to mono `f32` in [-1, 1] at the file's rate.
 ///
-/// The format is recognised from the file's first bytes, not its extension. A file whose header
-/// declares no samples decodes to an empty [`Audio`].
+/// The format is recognised from the file's first bytes, not its extension. The decoded audio
+/// always has at least one sample: a file without any is an error ("no audio samples").
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be opened; [`Error::Audio`] naming the file and the reason
-/// for an empty, truncated, non-audio or unsupported file, a sample rate outside
-/// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`], zero channels, or non-finite float samples.
+/// for an empty, truncated, non-audio or unsupported file, a file without a single sample
+/// (e.g. a WAV whose data chunk is empty, or declares 0 bytes because its writer never finalised
+/// it), a sample rate outside [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`], zero channels, or
+/// non-finite float samples.
 pub fn read_audio(path: &Path) -> Result<Audio> {
     let (format, file, len) = open_and_sniff(path)?;
     let audio = match format {
         FileFormat::Wav => {
             let header = wav_header(path, file, len)?;
-            match header.route {
+            let audio = match header.route {
                 WavRoute::Hound => decode_wav_hound(path, &header)?,
                 WavRoute::Symphonia => compressed::decode(path, FileFormat::Wav)?,
+            };
+            if audio.samples.is_empty() {
+                return Err(no_samples(path, Some(&header), len));
             }
+            audio
         }
         other => compressed::decode(path, other)?,
     };
+    if audio.samples.is_empty() {
+        return Err(no_samples(path, None, len));
+    }
     if let Some(i) = audio.samples.iter().position(|x| !x.is_finite()) {
         return Err(audio_error(
             path,
@@ -40,7 +49,24 @@ pub fn read_audio(path: &Path) -> Result<Audio> {
     Ok(audio)
 }
 
-/// Reads only the header: format, encoding, rate, channels and declared length.
+/// The "no audio samples" error, with the reason when the header explains it: a WAV data chunk
+/// that declares 0 bytes while bytes follow it was never finalised by its writer.
+fn no_samples(path: &Path, header: Option<&WavHeader>, file_len: u64) -> Error {
+    let after_data = header.map_or(0, |h| file_len.saturating_sub(h.data_start));
+    match header {
+        Some(h) if h.data_len == 0 && after_data > 0 => audio_error(
+            path,
+            format!(
+                "no audio samples: the data chunk declares 0 bytes but {after_data} bytes follow \
+                 it (probably a recording whose writer never finalised the file)"
+            ),
+        ),
+        _ => audio_error(path, "no audio samples"),
+    }
+}
+
+/// Reads only the header: format, encoding, rate, channels and declared length. A file that
+/// declares no samples probes fine (`frames: Some(0)`); [`read_audio`] refuses it.
 ///
 /// # Errors
 /// As [`read_audio`], for everything that can be seen in the header.

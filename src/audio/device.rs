@@ -29,6 +29,20 @@ impl Direction {
     }
 }
 
+/// [`Error::NoAudioDevice`] for `dir`: `reason` says what failed; the hint what to do instead
+/// (list the devices, or do without one).
+fn no_device(dir: Direction, reason: String) -> Error {
+    let instead = match dir {
+        Direction::Input => "stream a file with --input FILE",
+        Direction::Output => "run without playback: --no-playback (with --record FILE)",
+    };
+    Error::NoAudioDevice {
+        direction: dir.name(),
+        reason,
+        hint: format!("list devices with --list-devices, or {instead}"),
+    }
+}
+
 fn dev_err(device: impl Into<String>, reason: impl std::fmt::Display) -> Error {
     Error::AudioDevice {
         device: device.into(),
@@ -159,7 +173,8 @@ fn buffer_text(b: &SupportedBufferSize) -> String {
 /// host's default device for `dir`.
 ///
 /// # Errors
-/// [`Error::AudioDevice`] naming the device and listing those available.
+/// [`Error::AudioDevice`] naming the device and listing those available;
+/// [`Error::NoAudioDevice`] when the host has no default device for `dir`.
 pub fn find_device(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Result<cpal::Device> {
     let Some(name) = name else {
         let d = match dir {
@@ -167,8 +182,8 @@ pub fn find_device(host: &cpal::Host, name: Option<&str>, dir: Direction) -> Res
             Direction::Output => host.default_output_device(),
         };
         return d.ok_or_else(|| {
-            dev_err(
-                format!("default {}", dir.name()),
+            no_device(
+                dir,
                 format!(
                     "host {} has no default {} device",
                     host.id().name(),
@@ -239,7 +254,8 @@ const FORMATS: [SampleFormat; 5] = [
 /// and a fixed buffer of `buffer_frames` (default 10 ms) clamped to what the device allows.
 ///
 /// # Errors
-/// [`Error::AudioDevice`] when the device offers no usable configuration at that rate.
+/// [`Error::NoAudioDevice`] when the device cannot be opened at all (no sound card or sound
+/// server); [`Error::AudioDevice`] when it offers no usable configuration at that rate.
 pub fn choose_config(
     device: &cpal::Device,
     dir: Direction,
@@ -251,11 +267,15 @@ pub fn choose_config(
         Direction::Input => device.supported_input_configs().map(|c| c.collect()),
         Direction::Output => device.supported_output_configs().map(|c| c.collect()),
     }
-    .map_err(|e| {
-        dev_err(
+    .map_err(|e| match e.kind() {
+        cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::HostUnavailable => no_device(
+            dir,
+            format!("no sound card or sound server: '{name}' cannot be opened"),
+        ),
+        _ => dev_err(
             &name,
             format!("cannot read its {} configs: {e}", dir.name()),
-        )
+        ),
     })?;
     let default_rate = match dir {
         Direction::Input => device.default_input_config(),

@@ -1,16 +1,19 @@
 //! Audio in and out: decoding (WAV with `hound`; FLAC, OGG/Vorbis and the rarer WAV codecs with
-//! `symphonia`), WAV writing, resampling (`rubato`), 8-bit mu-law on slices and sound devices
-//! (`cpal`, [`device`]).
+//! `symphonia`), WAV writing, resampling (`rubato`), 8-bit mu-law on slices, sound devices
+//! (`cpal`, [`device`]) and the output files of a command, written all or nothing ([`output`]).
 //!
 //! Everything returns mono `f32` in [-1, 1]: channels are averaged, integer PCM is scaled by
 //! 2^-(bits-1) (so 16-bit `k` decodes to exactly `k / 32768`), float samples beyond ±1 are clamped.
 //! Every error names the file and the reason ([`crate::Error::Audio`]); no input file makes these
-//! functions panic or read more than the file's header before rejecting it.
+//! functions panic or read more than the file's header before rejecting it. A file without a
+//! single sample is an error here, in the decoder ("no audio samples"), so every command that
+//! reads audio refuses it the same way; dataset scanning lists such files among the skipped ones.
 
 mod compressed;
 mod decode;
 pub mod device;
 pub mod mulaw;
+pub mod output;
 mod resample;
 mod wav;
 
@@ -19,8 +22,8 @@ use std::path::Path;
 use crate::{Error, Result};
 
 pub use decode::{probe, read_audio};
-pub use resample::{resample, StreamingResampler};
-pub use wav::{write_wav, WavFormat};
+pub use resample::{check_taps, resample, StreamingResampler};
+pub use wav::{max_wav_samples, write_wav, write_wav_file, WavFormat};
 
 /// Lowest sample rate accepted anywhere (Hz): below this a file is almost surely a broken header.
 pub const MIN_SAMPLE_RATE: u32 = 1_000;

@@ -115,6 +115,21 @@ fn run_chunk(
     Ok(n)
 }
 
+/// Checks a sinc filter length for [`StreamingResampler::with_taps`]: a multiple of 8 in
+/// 16..=256; `name` names the option in the error.
+///
+/// # Errors
+/// [`Error::InvalidArgument`].
+pub fn check_taps(name: &'static str, taps: usize) -> Result<()> {
+    if (16..=256).contains(&taps) && taps.is_multiple_of(8) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        name,
+        reason: format!("must be a multiple of 8 in 16..=256, got {taps}"),
+    })
+}
+
 /// Resamples a whole signal from `from_hz` to `to_hz` with a high-quality sinc filter.
 ///
 /// The output has `round(len · to_hz / from_hz)` samples and is delay-compensated: output `k`
@@ -264,12 +279,7 @@ impl StreamingResampler {
         chunk_frames: usize,
         taps: usize,
     ) -> Result<StreamingResampler> {
-        if !(16..=256).contains(&taps) || !taps.is_multiple_of(8) {
-            return Err(Error::InvalidArgument {
-                name: "taps",
-                reason: format!("must be a multiple of 8 in 16..=256, got {taps}"),
-            });
-        }
+        check_taps("taps", taps)?;
         let half = taps as u64 / 2;
         check_sample_rate("from_hz", from_hz)?;
         check_sample_rate("to_hz", to_hz)?;

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use wavemamba::continuation::{continue_audio, default_model_dir, ContinueJob};
 use wavemamba::device::parse_device;
-use wavemamba::generate::GenerateOptions;
+use wavemamba::generate::{real_time_text, GenerateOptions};
 
 /// Continue a recording: the prompt is decoded, resampled to the model's rate, read by the model
 /// in one parallel pass (prefill), then the continuation is sampled one sample at a time.
 ///
 /// Output: the prompt followed by the continuation (or only the continuation), at the prompt's
-/// sample rate unless --rate; with --num N, files OUT-1.wav … OUT-N.wav.
+/// sample rate unless --rate; with --num N, files OUT-1.wav … OUT-N.wav. Every option, path and
+/// size is checked before generating; the output files appear together at the end, or none.
 ///
 /// Example: wavemamba generate --prompt speech.wav --seconds 4 --out continued.wav --spectrogram spec.png
 #[derive(Debug, clap::Args)]
@@ -26,7 +27,7 @@ pub struct Args {
     /// Seconds to generate after the prompt
     #[arg(long, default_value_t = 4.0)]
     seconds: f64,
-    /// Output WAV file
+    /// Output WAV file (.wav; its directory must exist). A symbolic link is written through
     #[arg(long)]
     out: PathBuf,
     /// Continuations to generate (one batch)
@@ -50,7 +51,7 @@ pub struct Args {
     /// Write only the continuation, not the prompt
     #[arg(long)]
     continuation_only: bool,
-    /// Also write a spectrogram PNG of the (first) output
+    /// Also write a spectrogram of the (first) output: .png, .jpg or .bmp
     #[arg(long)]
     spectrogram: Option<PathBuf>,
     /// Hide the progress bar
@@ -86,8 +87,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("wrote {}", p.display());
     }
     println!(
-        "prompt {:.2} s, generated {:.2} s: prefill {:.2} s, sampling {:.2} s (real-time factor {:.2}, {} step)",
-        r.prompt_seconds, r.generated_seconds, r.prefill_s, r.generate_s, r.real_time_factor, r.path
+        "prompt {:.2} s, generated {:.2} s: prefill {:.2} s, sampling {:.2} s, {}; {} step",
+        r.prompt_seconds,
+        r.generated_seconds,
+        r.prefill_s,
+        r.generate_s,
+        real_time_text(r.real_time_factor),
+        r.path
     );
     Ok(())
 }

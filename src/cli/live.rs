@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use wavemamba::continuation::{bundled_model_dir, default_model_dir};
+use wavemamba::generate::real_time_text;
 use wavemamba::pipeline::{
     self, parse_schedule, ContinueOptions, Event, LiveOptions, Mode, Phase, Report,
 };
@@ -45,10 +46,11 @@ pub struct Args {
     /// Read this audio file instead of the microphone, at its real-time pace
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Write what is played to this WAV file (32-bit float, output device rate)
+    /// Write what is played to this WAV file (.wav; 32-bit float, output device rate). Checked
+    /// before the run; it appears when the run ends (also after a device failure mid-run)
     #[arg(long)]
     record: Option<PathBuf>,
-    /// Write what was heard to this WAV file (32-bit float, input rate)
+    /// Write what was heard to this WAV file (.wav; 32-bit float, input rate)
     #[arg(long)]
     record_input: Option<PathBuf>,
     /// Do not play (with --record: the output only goes to the file)
@@ -188,11 +190,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let s = &r.stats;
     println!(
-        "live: {:.2} s of input, added latency {} ms (min {}), worker real-time factor {:.3}{}, underruns {}, overruns {}, dropped input {} output {} frames; rates {} → {} → {} Hz, resampler delay {:.2} ms",
+        "live: {:.2} s of input, added latency {} ms (min {}), worker {}{}, underruns {}, overruns {}, dropped input {} output {} frames; rates {} → {} → {} Hz, resampler delay {:.2} ms",
         r.worker.input_frames as f64 / f64::from(r.in_rate),
         s.latency_ms.map_or("-".into(), |l| format!("{l:.1}")),
         s.latency_min_ms.map_or("-".into(), |l| format!("{l:.1}")),
-        r.real_time_factor,
+        real_time_text(r.real_time_factor),
         if r.worker.realtime { " (SCHED_FIFO)" } else { "" },
         s.underruns,
         s.overruns,

@@ -179,6 +179,9 @@ pub fn denoise_batch(model: &WaveMamba, x: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
 pub struct DenoiseReport {
     pub input: PathBuf,
     pub output: PathBuf,
+    /// The spectrogram image written, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spectrogram: Option<PathBuf>,
     pub seconds: f64,
     pub sample_rate: u32,
     pub model_rate: u32,
@@ -188,12 +191,14 @@ pub struct DenoiseReport {
 
 /// `wavemamba denoise`: decodes `input` (any supported format, rate and channel count; channels
 /// are averaged), resamples to the model's rate, denoises, resamples back to the input's rate and
-/// writes a 16-bit mono WAV atomically; with `spectrogram`, also a PNG of the input followed by
-/// the output; with `progress`, a progress bar on stderr for long inputs. Checks the output
-/// directories before any work, so a bad argument never leaves a partial file.
+/// writes a 16-bit mono WAV; with `spectrogram`, also an image (PNG, JPEG or BMP by its
+/// extension) of the input followed by the output; with `progress`, a progress bar on stderr for
+/// long inputs. The outputs are checked (names, directories, writability) before any work and
+/// appear together at the end, or not at all; symbolic links are written through.
 ///
 /// # Errors
-/// Unreadable input, a model that is not a denoiser, unwritable output, kernel errors.
+/// Unreadable or empty input, a model that is not a denoiser, output paths that cannot be
+/// written, kernel errors.
 pub fn denoise_file(
     model: &WaveMamba,
     input: &Path,
@@ -201,25 +206,18 @@ pub fn denoise_file(
     spectrogram: Option<&Path>,
     progress: bool,
 ) -> Result<DenoiseReport> {
+    use crate::audio::output::{OutputKind, Outputs};
     model.check_task(Task::Denoise)?;
-    audio::check_output_dir(output)?;
-    if let Some(png) = spectrogram {
-        audio::check_output_dir(png)?;
-    }
+    let mut outputs = Outputs::new();
+    let wav = outputs.add("OUTPUT", output, OutputKind::Wav)?;
+    let png = match spectrogram {
+        Some(p) => Some(outputs.add("--spectrogram", p, OutputKind::Image)?),
+        None => None,
+    };
     let a = audio::read_audio(input)?;
     let rate = model.audio.sample_rate;
     let x = audio::resample(&a.samples, a.sample_rate, rate)?;
-    // A bar for anything longer than a few chunks (seconds of work on a CPU).
-    let bar = if progress && x.len() > 4 * CHUNK {
-        ProgressBar::new(x.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("denoising {}", input.display()));
+    let bar = progress_bar(progress, x.len(), input);
     let started = std::time::Instant::now();
     let y = denoise_samples_with(model, &x, &bar)?;
     bar.finish_and_clear();
@@ -227,18 +225,36 @@ pub fn denoise_file(
     let mut y = audio::resample(&y, rate, a.sample_rate)?;
     // Round trips through another rate can come back a sample short or long.
     y.resize(a.samples.len(), 0.0);
-    audio::write_wav(output, &y, a.sample_rate, WavFormat::Pcm16)?;
+    let tmp = outputs.tmp(wav);
+    audio::write_wav_file(output, tmp, &y, a.sample_rate, WavFormat::Pcm16)?;
     let seconds = a.duration_s();
-    if let Some(png) = spectrogram {
+    if let (Some(i), Some(name)) = (png, spectrogram) {
         let both = [a.samples.as_slice(), y.as_slice()].concat();
-        crate::plot::spectrogram(png, &both, a.sample_rate, Some(seconds), "noisy | denoised")?;
+        let (tmp, title) = (outputs.tmp(i), "noisy | denoised");
+        crate::plot::spectrogram_file(name, tmp, &both, a.sample_rate, Some(seconds), title)?;
     }
+    outputs.commit()?;
     Ok(DenoiseReport {
         input: input.to_owned(),
         output: output.to_owned(),
+        spectrogram: spectrogram.map(Path::to_path_buf),
         seconds,
         sample_rate: a.sample_rate,
         model_rate: rate,
         real_time_factor: model_s / seconds.max(1e-9),
     })
+}
+
+/// A bar for anything longer than a few chunks (seconds of work on a CPU), else a hidden one.
+fn progress_bar(progress: bool, samples: usize, input: &Path) -> ProgressBar {
+    if !(progress && samples > 4 * CHUNK) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(samples as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("denoising {}", input.display()));
+    bar
 }

@@ -53,19 +53,21 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// A one-line summary: `t 3.0 s | latency 12.1 ms (min 9.8) | RTF 0.21 | …`.
+    /// A one-line summary: `t 3.0 s | latency 12.1 ms (min 9.8) | real-time factor 0.21 (4.8×
+    /// faster than real time) | …`.
     pub fn line(&self) -> String {
         let opt = |v: Option<f64>, prec: usize| {
             v.map_or("-".to_owned(), |v| format!("{v:.prec$}", prec = prec))
         };
         format!(
-            "t {:5.1} s | latency {} ms (min {}, output queue {:.1}, margin {:.1}) | RTF {} | underruns {} overruns {} | dropped in {} out {} trimmed {}",
+            "t {:5.1} s | latency {} ms (min {}, output queue {:.1}, margin {:.1}) | {} | underruns {} overruns {} | dropped in {} out {} trimmed {}",
             self.elapsed_s,
             opt(self.latency_ms, 1),
             opt(self.latency_min_ms, 1),
             self.output_queue_ms,
             self.margin_ms,
-            opt(self.real_time_factor, 3),
+            self.real_time_factor
+                .map_or("real-time factor -".to_owned(), crate::generate::real_time_text),
             self.underruns,
             self.overruns,
             self.dropped_input_frames,
@@ -139,25 +141,34 @@ impl StatsWindow {
 }
 
 /// A WAV file written while the pipeline runs (32-bit float, mono), on its own thread so file
-/// I/O never stalls the worker. The file appears under its name only when finished: it is
-/// written as `.NAME.partial` and renamed by [`Recorder::finish`].
+/// I/O never stalls the worker. The file appears under its name only when committed: it is
+/// written as `.NAME.partial` beside its target (a symbolic link's target: the link is written
+/// through), finalised by [`Recorder::finalize`] and renamed by [`Recorder::commit`]
+/// ([`finish_all`] does both for several, renaming only once all are finalised). A recorder
+/// dropped before its commit (a run that failed to start) removes its partial file.
 pub struct Recorder {
     tx: Option<Sender<Vec<f32>>>,
     handle: Option<JoinHandle<Result<u64>>>,
     path: PathBuf,
+    partial: PathBuf,
+    target: PathBuf,
+    /// Samples written, once finalised.
+    samples: Option<u64>,
+    committed: bool,
 }
 
 impl Recorder {
-    /// Creates the file now (so a bad path fails before anything runs).
+    /// Creates the partial file now (so a bad path fails before anything runs).
     ///
     /// # Errors
     /// [`Error::Io`]/[`Error::Audio`] naming the file.
     pub fn create(path: &Path, sample_rate: u32) -> Result<Recorder> {
-        let name = path
+        let target = crate::audio::output::resolve_link(path)?;
+        let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "record.wav".into());
-        let partial = path.with_file_name(format!(".{name}.partial"));
+        let partial = target.with_file_name(format!(".{name}.partial"));
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate,
@@ -168,44 +179,26 @@ impl Recorder {
             path: path.to_owned(),
             source,
         })?;
-        let mut writer =
-            hound::WavWriter::new(BufWriter::new(file), spec).map_err(|e| Error::Audio {
+        // From here on, an error removes the partial file (the Recorder's drop, or this).
+        let writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            Error::Audio {
                 path: path.to_owned(),
                 reason: format!("cannot start the WAV file: {e}"),
-            })?;
+            }
+        })?;
         let (tx, rx): (Sender<Vec<f32>>, Receiver<Vec<f32>>) = crossbeam_channel::unbounded();
-        let final_path = path.to_owned();
-        let handle = std::thread::Builder::new()
-            .name("wavemamba-record".into())
-            .spawn(move || -> Result<u64> {
-                // File I/O never runs at real-time priority (see session.rs).
-                super::worker::set_thread_realtime(false);
-                let err = |e: hound::Error| Error::Audio {
-                    path: final_path.clone(),
-                    reason: format!("writing failed: {e}"),
-                };
-                let mut n = 0u64;
-                for block in rx {
-                    for x in block {
-                        writer.write_sample(x).map_err(err)?;
-                        n += 1;
-                    }
-                }
-                writer.finalize().map_err(err)?;
-                std::fs::rename(&partial, &final_path).map_err(|source| Error::Io {
-                    path: final_path.clone(),
-                    source,
-                })?;
-                Ok(n)
-            })
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        let handle = spawn_writer(path, writer, rx).inspect_err(|_| {
+            let _ = std::fs::remove_file(&partial);
+        })?;
         Ok(Recorder {
             tx: Some(tx),
             handle: Some(handle),
             path: path.to_owned(),
+            partial,
+            target,
+            samples: None,
+            committed: false,
         })
     }
 
@@ -214,12 +207,15 @@ impl Recorder {
         self.tx.clone()
     }
 
-    /// Closes the file once every sender is gone: finalises the WAV header and renames it into
-    /// place. Returns the path and the samples written.
+    /// Closes the file once every sender is gone and finalises its WAV header (still under its
+    /// partial name). Returns the samples written.
     ///
     /// # Errors
-    /// As [`Recorder::create`].
-    pub fn finish(mut self) -> Result<(PathBuf, u64)> {
+    /// [`Error::Audio`] naming the file when writing failed.
+    pub fn finalize(&mut self) -> Result<u64> {
+        if let Some(n) = self.samples {
+            return Ok(n);
+        }
         drop(self.tx.take());
         let n = match self.handle.take().map(JoinHandle::join) {
             Some(Ok(r)) => r?,
@@ -230,6 +226,77 @@ impl Recorder {
                 })
             }
         };
+        self.samples = Some(n);
+        Ok(n)
+    }
+
+    /// Finalises the file and renames it into place. Returns the path and the samples written.
+    ///
+    /// # Errors
+    /// As [`Recorder::finalize`]; [`Error::Io`] when the rename fails.
+    pub fn commit(mut self) -> Result<(PathBuf, u64)> {
+        let n = self.finalize()?;
+        std::fs::rename(&self.partial, &self.target).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.committed = true;
         Ok((self.path.clone(), n))
     }
+}
+
+impl Drop for Recorder {
+    /// Removes the partial file of a recorder never committed. The writer thread is not waited
+    /// for (a worker still running may hold a sender): it finishes on the unlinked file.
+    fn drop(&mut self) {
+        if !self.committed {
+            drop(self.tx.take());
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Finalises every recorder, then renames them all into place: the files appear together, and
+/// if one cannot be finalised none of them appears. Returns each path and its samples.
+///
+/// # Errors
+/// As [`Recorder::commit`].
+pub fn finish_all(mut recorders: Vec<Recorder>) -> Result<Vec<(PathBuf, u64)>> {
+    for r in &mut recorders {
+        r.finalize()?;
+    }
+    recorders.into_iter().map(Recorder::commit).collect()
+}
+
+/// The thread that writes the blocks received on `rx` and finalises the file when the channel
+/// closes; it returns the samples written.
+fn spawn_writer(
+    path: &Path,
+    mut writer: hound::WavWriter<BufWriter<std::fs::File>>,
+    rx: Receiver<Vec<f32>>,
+) -> Result<JoinHandle<Result<u64>>> {
+    let name = path.to_owned();
+    std::thread::Builder::new()
+        .name("wavemamba-record".into())
+        .spawn(move || -> Result<u64> {
+            // File I/O never runs at real-time priority (see session.rs).
+            super::worker::set_thread_realtime(false);
+            let err = |e: hound::Error| Error::Audio {
+                path: name.clone(),
+                reason: format!("writing failed: {e}"),
+            };
+            let mut n = 0u64;
+            for block in rx {
+                for x in block {
+                    writer.write_sample(x).map_err(err)?;
+                    n += 1;
+                }
+            }
+            writer.finalize().map_err(err)?;
+            Ok(n)
+        })
+        .map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
 }

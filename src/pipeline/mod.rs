@@ -13,7 +13,9 @@
 //! behind, it skips the oldest input beyond `max_latency_ms` and counts it, so latency stays
 //! bounded; `lossless` instead waits (for fake devices and files processed faster than real
 //! time). A fatal device error, Ctrl-C (the `stop` flag) or the end of `--seconds`/the input
-//! file ends the run; the recorders are finalised in every case.
+//! file ends the run; once running, the recordings are finalised in every case. Options and
+//! recording paths are checked before anything is opened, and a run that fails to start leaves
+//! no recording behind (not even a header-only file).
 
 pub mod control;
 pub mod modes;
@@ -128,46 +130,73 @@ impl LiveOptions {
         }
     }
 
-    /// Checks the values a user can get wrong (before any device or model is opened).
+    /// Checks the values a user can get wrong, and the paths of the recordings (their names,
+    /// directories and that they differ), before any device, model or file is opened or
+    /// created.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the CLI option.
+    /// [`Error::InvalidArgument`] naming the CLI option; [`Error::Io`] naming a recording's
+    /// path that cannot be written.
     pub fn check(&self) -> Result<()> {
         let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
         if let Some(s) = self.seconds {
             if !(s > 0.0 && s.is_finite()) {
-                return bad("seconds", format!("must be > 0, got {s}"));
+                return bad("--seconds", format!("must be > 0, got {s}"));
             }
         }
         if !(self.max_latency_ms > 0.0 && self.max_latency_ms.is_finite()) {
             return bad(
-                "max-latency-ms",
+                "--max-latency-ms",
                 format!("must be > 0, got {}", self.max_latency_ms),
             );
         }
         if let Some(j) = self.jitter_ms {
             if !(0.0..=1000.0).contains(&j) {
-                return bad("jitter-ms", format!("must be in 0..=1000, got {j}"));
+                return bad("--jitter-ms", format!("must be in 0..=1000, got {j}"));
             }
         }
         if self.buffer_frames == Some(0) {
-            return bad("buffer", "must be ≥ 1 frame".into());
+            return bad("--buffer", "must be ≥ 1 frame".into());
         }
+        crate::audio::check_taps("--resampler-taps", self.resampler_taps)?;
         if let Some(r) = self.rate {
-            crate::audio::check_sample_rate("rate", r)?;
+            crate::audio::check_sample_rate("--rate", r)?;
         }
+        if self.mode == Mode::Continue {
+            self.continue_options.check()?;
+        }
+        self.check_recordings()?;
         if self.lossless && self.input_file.is_none() && self.seconds.is_none() {
             return bad(
-                "lossless",
+                "--lossless",
                 "with a device as input, --lossless needs --seconds (the input ring holds the run)"
                     .into(),
             );
         }
         if self.no_playback && self.input_file.is_none() && self.record.is_none() {
             return bad(
-                "no-playback",
+                "--no-playback",
                 "without playback, give --record (or nothing is output)".into(),
             );
+        }
+        Ok(())
+    }
+
+    /// Checks `--record` and `--record-input` as output WAV files (creating nothing) and that
+    /// they are not the same file.
+    fn check_recordings(&self) -> Result<()> {
+        use crate::audio::output::{check_output, OutputKind};
+        let record = match &self.record {
+            Some(p) => Some(check_output("--record", p, OutputKind::Wav)?),
+            None => None,
+        };
+        if let Some(p) = &self.record_input {
+            if record == Some(check_output("--record-input", p, OutputKind::Wav)?) {
+                return Err(Error::InvalidArgument {
+                    name: "--record-input",
+                    reason: format!("{} is also the file of --record", p.display()),
+                });
+            }
         }
         Ok(())
     }

@@ -91,13 +91,54 @@ impl Default for ContinueOptions {
     }
 }
 
+impl ContinueOptions {
+    /// Checks the values a user can get wrong, naming the CLI option of a bad one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`].
+    pub fn check(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidArgument { name, reason });
+        if !(self.silence_ms >= 0.0 && self.silence_ms.is_finite()) {
+            return bad(
+                "--silence-ms",
+                format!("must be ≥ 0, got {}", self.silence_ms),
+            );
+        }
+        if !(self.max_continue_ms > 0.0 && self.max_continue_ms.is_finite()) {
+            return bad(
+                "--max-continue-ms",
+                format!("must be > 0, got {}", self.max_continue_ms),
+            );
+        }
+        if !self.threshold_db.is_finite() {
+            return bad(
+                "--threshold-db",
+                format!("must be finite, got {}", self.threshold_db),
+            );
+        }
+        if let Some(m) = self.echo_margin_db.filter(|m| !m.is_finite()) {
+            return bad("--echo-margin-db", format!("must be finite, got {m}"));
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(
+                "--temperature",
+                format!("must be ≥ 0, got {}", self.temperature),
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("--top-p", format!("must be in (0, 1], got {}", self.top_p));
+        }
+        Ok(())
+    }
+}
+
 /// Parses `listen:MS,continue:MS[,…]` (a cycle, repeated).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the bad item.
 pub fn parse_schedule(s: &str) -> Result<Vec<(Phase, f64)>> {
     let bad = |reason: String| Error::InvalidArgument {
-        name: "schedule",
+        name: "--schedule",
         reason,
     };
     let mut out = Vec::new();
@@ -156,24 +197,7 @@ impl ContinueProcessor {
     /// model; [`Error::InvalidArgument`] for bad options.
     pub fn new(model: &WaveMamba, o: &ContinueOptions) -> Result<ContinueProcessor> {
         model.check_task(crate::config::Task::Lm)?;
-        if !(o.threshold_db.is_finite() && o.echo_margin_db.is_none_or(f64::is_finite)) {
-            return Err(Error::InvalidArgument {
-                name: "threshold_db/echo_margin_db",
-                reason: format!(
-                    "need finite levels in dB, got {} and {:?}",
-                    o.threshold_db, o.echo_margin_db
-                ),
-            });
-        }
-        if !(o.top_p > 0.0 && o.top_p <= 1.0) || o.temperature.is_nan() || o.temperature < 0.0 {
-            return Err(Error::InvalidArgument {
-                name: "sampling",
-                reason: format!(
-                    "need temperature ≥ 0 and 0 < top_p ≤ 1, got {} and {}",
-                    o.temperature, o.top_p
-                ),
-            });
-        }
+        o.check()?;
         let rate = f64::from(model.audio.sample_rate);
         let samples = |ms: f64| (ms * rate / 1e3).round().max(1.0) as u64;
         let schedule: Vec<(Phase, u64)> = o

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cpal::traits::StreamTrait;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::control::{Event, Recorder, Stats, StatsWindow};
+use super::control::{finish_all, Event, Recorder, Stats, StatsWindow};
 use super::modes::{ContinueOptions, ContinueProcessor, Passthrough, Processor};
 use super::ring::{ring, Counters, InputCallback, OutputCallback};
 use super::source::feed_file;
@@ -294,10 +294,7 @@ pub fn run_live_with(
         }
     }
     drop(sink_stream);
-    let mut recorded = Vec::new();
-    for r in [record, record_input].into_iter().flatten() {
-        recorded.push(r.finish()?);
-    }
+    let recorded = finish_all([record, record_input].into_iter().flatten().collect())?;
     let summary = summary?;
     if let Some((device, message)) = device_failure {
         return Err(Error::AudioDevice {
@@ -341,7 +338,7 @@ fn make_processor(o: &LiveOptions) -> Result<(Box<dyn Processor>, u32)> {
     match o.mode {
         Mode::Passthrough => Ok((Box::new(Passthrough), 16_000)),
         Mode::Continue => {
-            let model = crate::model::checkpoint::load(&o.model, tch::Device::Cpu)?;
+            let model = crate::continuation::load_model(&o.model, tch::Device::Cpu)?;
             // The microphone can hear the output only if there is both.
             let hears_output = o.input_file.is_none() && !o.no_playback;
             let options = ContinueOptions {
@@ -352,7 +349,7 @@ fn make_processor(o: &LiveOptions) -> Result<(Box<dyn Processor>, u32)> {
             Ok((Box::new(p), model.audio.sample_rate))
         }
         Mode::Denoise => {
-            let model = crate::model::checkpoint::load(&o.model, tch::Device::Cpu)?;
+            let model = crate::continuation::load_model(&o.model, tch::Device::Cpu)?;
             let p = crate::stream::DenoiseEngine::new(&model)?;
             Ok((Box::new(p), model.audio.sample_rate))
         }

@@ -162,7 +162,31 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
                 ..good.clone()
             }
             .bytes(),
-            Samples(0),
+            Err("no audio samples"),
+        ),
+        (
+            // A recorder that never finalised its file: the data chunk still says 0 bytes.
+            "unfinalised.wav",
+            RawWav {
+                declared: Some(0),
+                ..good.clone()
+            }
+            .bytes(),
+            Err("no audio samples: the data chunk declares 0 bytes but 1600 bytes follow it"),
+        ),
+        (
+            "less-than-one-frame.wav",
+            RawWav {
+                data: vec![7],
+                ..good.clone()
+            }
+            .bytes(),
+            Err("no audio samples"),
+        ),
+        (
+            "no-samples.flac",
+            flac_bytes(&[], 1, 16, 16_000),
+            Err("no-samples.flac"),
         ),
         (
             "odd-chunk-before-fmt.wav",
