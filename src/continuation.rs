@@ -74,7 +74,7 @@ pub fn continue_audio(job: &ContinueJob) -> Result<ContinueReport> {
     if let Some(png) = &job.spectrogram {
         audio::output::check_output("--spectrogram", png, OutputKind::Image)?;
     }
-    let model = load_model(&job.model, job.device)?;
+    let model = crate::model::checkpoint::load(&job.model, job.device)?;
     model.check_task(crate::config::Task::Lm)?;
     let rate = model.audio.sample_rate;
     let (prompt_audio, prompt_rate) = match &job.prompt {
@@ -297,83 +297,6 @@ fn check_sizes(
         &format!("disk space in {}", dir.display()),
         &format!("{} WAV file(s) of {per_file:.0} samples", opts.num),
     )
-}
-
-/// Checks that `dir` is a model directory (`config.json` and `model.safetensors`) and says what
-/// to give instead when it is not: a training run's directory names its `best/` model and latest
-/// checkpoint.
-///
-/// # Errors
-/// [`Error::Checkpoint`] naming the directory and what is missing.
-pub fn check_model_dir(dir: &Path) -> Result<()> {
-    use crate::model::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
-    let bad = |reason: String| {
-        Err(Error::Checkpoint {
-            path: dir.to_owned(),
-            reason,
-        })
-    };
-    const EXPECTED: &str = "a model directory holds config.json and model.safetensors";
-    if !dir.exists() {
-        return bad(format!(
-            "not a model directory: it does not exist ({EXPECTED})"
-        ));
-    }
-    if !dir.is_dir() {
-        return bad(format!("not a model directory: it is a file ({EXPECTED})"));
-    }
-    let has_config = dir.join(CONFIG_FILE).is_file();
-    if !has_config {
-        if let Some(hint) = training_run_hint(dir) {
-            return bad(format!(
-                "a training run's directory, not a model directory: use {hint}"
-            ));
-        }
-        return bad(format!(
-            "not a model directory: {CONFIG_FILE} is missing ({EXPECTED})"
-        ));
-    }
-    if !dir.join(WEIGHTS_FILE).is_file() {
-        return bad(format!("{WEIGHTS_FILE} is missing ({EXPECTED})"));
-    }
-    Ok(())
-}
-
-/// For a training run's directory (`best/`, `latest`, `checkpoints/`): the model directories in
-/// it, e.g. `runs/r1/best (the best validation model) or runs/r1/checkpoints/step-000200 (the
-/// latest checkpoint)`.
-fn training_run_hint(dir: &Path) -> Option<String> {
-    let best = dir.join("best");
-    let latest = std::fs::read_to_string(dir.join("latest"))
-        .ok()
-        .map(|name| dir.join("checkpoints").join(name.trim()))
-        .filter(|p| p.join(crate::model::checkpoint::CONFIG_FILE).is_file());
-    let mut choices = Vec::new();
-    if best.is_dir() {
-        choices.push(format!("{} (the best validation model)", best.display()));
-    }
-    if let Some(p) = latest {
-        choices.push(format!("{} (the latest checkpoint)", p.display()));
-    }
-    if choices.is_empty() && !dir.join("checkpoints").is_dir() {
-        return None;
-    }
-    if choices.is_empty() {
-        choices.push(format!(
-            "a checkpoint under {}",
-            dir.join("checkpoints").display()
-        ));
-    }
-    Some(choices.join(" or "))
-}
-
-/// Loads the model directory `dir` onto `device` after [`check_model_dir`].
-///
-/// # Errors
-/// As [`check_model_dir`] and [`crate::model::checkpoint::load`].
-pub fn load_model(dir: &Path, device: Device) -> Result<crate::model::WaveMamba> {
-    check_model_dir(dir)?;
-    crate::model::checkpoint::load(dir, device)
 }
 
 /// The bundled default model: `$WAVEMAMBA_MODEL`, else [`bundled_model_dir`]`("default")`.

@@ -127,6 +127,16 @@ fn eval_refuses_the_other_tasks_options() {
 }
 
 #[test]
+fn every_command_loading_a_model_names_a_missing_weights_file() {
+    let dir = TempDir::new("cli-weights");
+    let model = tiny_model(&dir);
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    let err = fails(&["eval", "--model", s(&model), "--data", s(dir.path())]);
+    assert!(err.contains("model.safetensors is missing"), "{err}");
+    assert!(!err.contains("IoError"), "{err}");
+}
+
+#[test]
 fn eval_names_an_empty_split() {
     let dir = TempDir::new("cli-split");
     let model = tiny_model(&dir);

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use wavemamba::continuation::{bundled_model_dir, load_model};
+use wavemamba::continuation::bundled_model_dir;
 use wavemamba::denoise::denoise_file;
 use wavemamba::device::parse_device;
 use wavemamba::generate::real_time_text;
+use wavemamba::model::checkpoint;
 
 /// Remove noise from a recording with a causal Mamba denoiser.
 ///
@@ -42,7 +43,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let dir = a.model.unwrap_or_else(|| bundled_model_dir("denoiser"));
     // The library's errors name the file they are about: no path is added here.
-    let model = load_model(&dir, parse_device(&a.device)?).context("denoise failed")?;
+    let model = checkpoint::load(&dir, parse_device(&a.device)?).context("denoise failed")?;
     let r = denoise_file(
         &model,
         &a.input,

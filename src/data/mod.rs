@@ -243,7 +243,7 @@ impl Dataset {
     /// [`Error::Audio`]/[`Error::Io`]; [`Error::InvalidArgument`] for an unsupported sample rate.
     pub fn open(source: &Path, opts: &DatasetOptions) -> Result<Dataset> {
         let start = Instant::now();
-        crate::audio::check_sample_rate("sample_rate", opts.sample_rate)?;
+        crate::audio::check_sample_rate("--sample-rate", opts.sample_rate)?;
         let meta = std::fs::metadata(source).map_err(|e| Error::Io {
             path: source.to_owned(),
             source: e,

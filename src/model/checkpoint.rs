@@ -86,12 +86,7 @@ pub fn save(model: &WaveMamba, dir: &Path) -> Result<()> {
 /// [`Error::Config`] for a bad config; [`Error::Checkpoint`] listing every missing, unexpected
 /// and misshapen tensor by name, or a truncated/corrupt safetensors file.
 pub fn load(dir: &Path, device: Device) -> Result<WaveMamba> {
-    if !dir.is_dir() {
-        return Err(Error::Checkpoint {
-            path: dir.to_owned(),
-            reason: "not a model directory (expected config.json and model.safetensors)".into(),
-        });
-    }
+    check_model_dir(dir)?;
     let config = MambaConfig::load(&dir.join(CONFIG_FILE))?;
     let audio_path = dir.join(AUDIO_FILE);
     let audio = if audio_path.exists() {
@@ -166,4 +161,71 @@ fn join(keys: &[&String]) -> String {
         .map(|k| k.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Checks that `dir` is a model directory (`config.json` and `model.safetensors`) and says what
+/// to give instead when it is not: a training run's directory names its `best/` model and latest
+/// checkpoint.
+///
+/// # Errors
+/// [`Error::Checkpoint`] naming the directory and what is missing.
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    let bad = |reason: String| {
+        Err(Error::Checkpoint {
+            path: dir.to_owned(),
+            reason,
+        })
+    };
+    const EXPECTED: &str = "a model directory holds config.json and model.safetensors";
+    if !dir.exists() {
+        return bad(format!(
+            "not a model directory: it does not exist ({EXPECTED})"
+        ));
+    }
+    if !dir.is_dir() {
+        return bad(format!("not a model directory: it is a file ({EXPECTED})"));
+    }
+    let has_config = dir.join(CONFIG_FILE).is_file();
+    if !has_config {
+        if let Some(hint) = training_run_hint(dir) {
+            return bad(format!(
+                "a training run's directory, not a model directory: use {hint}"
+            ));
+        }
+        return bad(format!(
+            "not a model directory: {CONFIG_FILE} is missing ({EXPECTED})"
+        ));
+    }
+    if !dir.join(WEIGHTS_FILE).is_file() {
+        return bad(format!("{WEIGHTS_FILE} is missing ({EXPECTED})"));
+    }
+    Ok(())
+}
+
+/// For a training run's directory (`best/`, `latest`, `checkpoints/`): the model directories in
+/// it, e.g. `runs/r1/best (the best validation model) or runs/r1/checkpoints/step-000200 (the
+/// latest checkpoint)`.
+fn training_run_hint(dir: &Path) -> Option<String> {
+    let best = dir.join("best");
+    let latest = std::fs::read_to_string(dir.join("latest"))
+        .ok()
+        .map(|name| dir.join("checkpoints").join(name.trim()))
+        .filter(|p| p.join(CONFIG_FILE).is_file());
+    let mut choices = Vec::new();
+    if best.is_dir() {
+        choices.push(format!("{} (the best validation model)", best.display()));
+    }
+    if let Some(p) = latest {
+        choices.push(format!("{} (the latest checkpoint)", p.display()));
+    }
+    if choices.is_empty() && !dir.join("checkpoints").is_dir() {
+        return None;
+    }
+    if choices.is_empty() {
+        choices.push(format!(
+            "a checkpoint under {}",
+            dir.join("checkpoints").display()
+        ));
+    }
+    Some(choices.join(" or "))
 }

@@ -338,7 +338,7 @@ fn make_processor(o: &LiveOptions) -> Result<(Box<dyn Processor>, u32)> {
     match o.mode {
         Mode::Passthrough => Ok((Box::new(Passthrough), 16_000)),
         Mode::Continue => {
-            let model = crate::continuation::load_model(&o.model, tch::Device::Cpu)?;
+            let model = crate::model::checkpoint::load(&o.model, tch::Device::Cpu)?;
             // The microphone can hear the output only if there is both.
             let hears_output = o.input_file.is_none() && !o.no_playback;
             let options = ContinueOptions {
@@ -349,7 +349,7 @@ fn make_processor(o: &LiveOptions) -> Result<(Box<dyn Processor>, u32)> {
             Ok((Box::new(p), model.audio.sample_rate))
         }
         Mode::Denoise => {
-            let model = crate::continuation::load_model(&o.model, tch::Device::Cpu)?;
+            let model = crate::model::checkpoint::load(&o.model, tch::Device::Cpu)?;
             let p = crate::stream::DenoiseEngine::new(&model)?;
             Ok((Box::new(p), model.audio.sample_rate))
         }
