@@ -8,15 +8,11 @@ use tch::Device;
 
 mod common;
 
-use common::{text, wavemamba, TempDir};
+use common::{path_str as s, text, wavemamba, TempDir};
 use wavemamba::audio::{write_wav, WavFormat};
 use wavemamba::config::{AudioConfig, MambaConfig};
 use wavemamba::data::Split;
 use wavemamba::model::{checkpoint, WaveMamba};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Runs the binary, asserts that it failed cleanly, and returns its stderr.
 fn fails(args: &[&str]) -> String {

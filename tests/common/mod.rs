@@ -96,3 +96,37 @@ pub fn wavemamba(args: &[&str]) -> std::process::Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A fresh directory `wavemamba-gen-PID-NAME` under the temp dir with a random `tiny` model
+/// (`model/`, seed 11) and `prompt.wav` (0.5 s, two tones, 22.05 kHz): (directory, model).
+pub fn model_and_prompt(name: &str) -> (PathBuf, PathBuf) {
+    use wavemamba::audio::{write_wav, WavFormat};
+    use wavemamba::config::{AudioConfig, MambaConfig};
+    use wavemamba::model::{checkpoint, WaveMamba};
+    let dir = std::env::temp_dir().join(format!("wavemamba-gen-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    tch::manual_seed(11);
+    let model = WaveMamba::new(
+        MambaConfig::preset("tiny").unwrap(),
+        AudioConfig::default(),
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    checkpoint::save(&model, &dir.join("model")).unwrap();
+    let rate = 22_050u32;
+    let x: Vec<f32> = (0..rate / 2)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            0.3 * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+                + 0.1 * (2.0 * std::f32::consts::PI * 1250.0 * t).sin()
+        })
+        .collect();
+    write_wav(&dir.join("prompt.wav"), &x, rate, WavFormat::Pcm16).unwrap();
+    (dir.clone(), dir.join("model"))
+}
+
+/// A path as a command-line argument (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
