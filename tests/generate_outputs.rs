@@ -178,20 +178,23 @@ fn an_unwritable_spectrogram_directory_fails_before_generating() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, model) = setup("readonly");
     let (out, ro) = (dir.join("out.wav"), dir.join("ro"));
+    let generate = |spectrogram: &str| {
+        wavemamba(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--seconds",
+            "0.05",
+            "--quiet",
+            "--out",
+            s(&out),
+            "--spectrogram",
+            spectrogram,
+        ])
+    };
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let o = wavemamba(&[
-        "generate",
-        "--model",
-        s(&model),
-        "--seconds",
-        "0.05",
-        "--quiet",
-        "--out",
-        s(&out),
-        "--spectrogram",
-        s(&ro.join("s.png")),
-    ]);
+    let o = generate(s(&ro.join("s.png")));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         assert_eq!(o.status.code(), Some(1));
@@ -203,20 +206,10 @@ fn an_unwritable_spectrogram_directory_fails_before_generating() {
         assert!(!out.exists(), "the WAV of a failed run was left");
     }
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let _ = std::fs::remove_file(&out); // written where root ignores the permissions
-                                        // A directory where no file can be created, whoever runs this: procfs.
-    let o = wavemamba(&[
-        "generate",
-        "--model",
-        s(&model),
-        "--seconds",
-        "0.05",
-        "--quiet",
-        "--out",
-        s(&out),
-        "--spectrogram",
-        "/proc/wavemamba-test.png",
-    ]);
+    // Written where root ignores the permissions.
+    let _ = std::fs::remove_file(&out);
+    // A directory where no file can be created, whoever runs this: procfs.
+    let o = generate("/proc/wavemamba-test.png");
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
     assert!(err.contains("/proc/wavemamba-test.png: "), "{err}");
