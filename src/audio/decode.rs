@@ -365,14 +365,16 @@ fn check_fmt(
         }
     }
     let available = file_len.saturating_sub(data_start);
+    // 0xFFFFFFFF is the size a streaming writer (one that cannot seek back, e.g. into a pipe)
+    // leaves: the data runs to the end of the file, as sox and ffmpeg read it.
+    let data_len = if data_len == u64::from(u32::MAX) {
+        data_len.min(available)
+    } else {
+        data_len
+    };
     if data_len > available {
-        let hint = if data_len == u64::from(u32::MAX) {
-            " (a placeholder size: the writer never finalised the file)"
-        } else {
-            ""
-        };
         return Err(bad(format!(
-            "truncated: the data chunk declares {data_len} bytes but only {available} follow{hint}"
+            "truncated: the data chunk declares {data_len} bytes but only {available} follow"
         )));
     }
     Ok(WavHeader {
