@@ -56,7 +56,8 @@ pub struct Args {
     /// Do not play (with --record: the output only goes to the file)
     #[arg(long)]
     no_playback: bool,
-    /// Device buffer in frames (default: 10 ms)
+    /// Device buffer in frames (default: 10 ms of the device rate, e.g. 480 at 48 kHz; 128 with
+    /// --low-latency)
     #[arg(long)]
     buffer: Option<u32>,
     /// Device sample rate in Hz (default: 48000 where supported)
