@@ -259,8 +259,9 @@ fn report(job: &TrainJob, s: &TrainSummary) {
         return;
     }
     println!(
-        "trained {} steps in {:.1} s ({:.0} samples/s): last loss {:.3}, best validation {}",
+        "trained {} step{} in {:.1} s ({:.0} samples/s): last loss {:.3}, best validation {}",
         s.steps,
+        if s.steps == 1 { "" } else { "s" },
         s.elapsed_s,
         s.samples_per_s,
         s.final_loss,

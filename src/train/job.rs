@@ -382,13 +382,21 @@ fn train_data(
 
 fn describe(what: &str, c: &TokenCorpus) {
     let (train_n, valid_n) = c.samples();
-    let hours = |n: usize| n as f64 / c.sample_rate as f64 / 3600.0;
+    // Hours, or seconds below a tenth of an hour (a small dataset reads "0.00 h" otherwise).
+    let length = |n: usize| {
+        let s = n as f64 / f64::from(c.sample_rate);
+        if s < 360.0 {
+            format!("{s:.1} s")
+        } else {
+            format!("{:.2} h", s / 3600.0)
+        }
+    };
     eprintln!(
-        "{what}: {} train files ({:.2} h), {} validation files ({:.2} h) at {} Hz",
+        "{what}: {} train files ({}), {} validation files ({}) at {} Hz",
         c.train.len(),
-        hours(train_n),
+        length(train_n),
         c.valid.len(),
-        hours(valid_n),
+        length(valid_n),
         c.sample_rate
     );
 }
