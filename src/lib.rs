@@ -20,6 +20,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod plot;
 pub mod rng;
+pub mod rtf;
 pub mod runtime;
 pub mod sample;
 pub mod stream;

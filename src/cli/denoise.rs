@@ -6,8 +6,8 @@ use anyhow::Context;
 use wavemamba::continuation::bundled_model_dir;
 use wavemamba::denoise::denoise_file;
 use wavemamba::device::parse_device;
-use wavemamba::generate::real_time_text;
 use wavemamba::model::checkpoint;
+use wavemamba::rtf::real_time_text;
 
 /// Remove noise from a recording with a causal Mamba denoiser.
 ///

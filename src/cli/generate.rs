@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use wavemamba::continuation::{continue_audio, default_model_dir, ContinueJob};
 use wavemamba::device::parse_device;
-use wavemamba::generate::{real_time_text, GenerateOptions};
+use wavemamba::generate::GenerateOptions;
+use wavemamba::rtf::real_time_text;
 
 /// Continue a recording: the prompt is decoded, resampled to the model's rate, read by the model
 /// in one parallel pass (prefill), then the continuation is sampled one sample at a time.

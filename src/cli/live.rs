@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use wavemamba::continuation::{bundled_model_dir, default_model_dir};
-use wavemamba::generate::real_time_text;
 use wavemamba::pipeline::{
     self, parse_schedule, ContinueOptions, Event, LiveOptions, Mode, Phase, Report,
 };
+use wavemamba::rtf::real_time_text;
 
 /// Run on a microphone in real time, one sample at a time: denoise (play back the cleaned voice)
 /// or continue (listen; when the speaker stops, the model speaks until voice returns).

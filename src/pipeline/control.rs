@@ -67,7 +67,7 @@ impl Stats {
             self.output_queue_ms,
             self.margin_ms,
             self.real_time_factor
-                .map_or("real-time factor -".to_owned(), crate::generate::real_time_text),
+                .map_or("real-time factor -".to_owned(), crate::rtf::real_time_text),
             self.underruns,
             self.overruns,
             self.dropped_input_frames,
