@@ -188,15 +188,7 @@ fn check_options(job: &ContinueJob) -> Result<()> {
     if o.num == 0 {
         return bad("--num", "must be ≥ 1, got 0".into());
     }
-    if !(o.temperature >= 0.0 && o.temperature.is_finite()) {
-        return bad(
-            "--temperature",
-            format!("must be ≥ 0, got {}", o.temperature),
-        );
-    }
-    if !(o.top_p > 0.0 && o.top_p <= 1.0) {
-        return bad("--top-p", format!("must be in (0, 1], got {}", o.top_p));
-    }
+    crate::sample::check_sampling(o.temperature, o.top_p)?;
     if let Some(r) = job.rate {
         crate::audio::check_sample_rate("--rate", r)?;
     }

@@ -100,18 +100,7 @@ pub fn generate_tokens(
             reason: "must be ≥ 1".into(),
         });
     }
-    if !(opts.top_p > 0.0 && opts.top_p <= 1.0)
-        || opts.temperature.is_nan()
-        || opts.temperature < 0.0
-    {
-        return Err(Error::InvalidArgument {
-            name: "sampling",
-            reason: format!(
-                "need temperature ≥ 0 and 0 < top_p ≤ 1, got {} and {}",
-                opts.temperature, opts.top_p
-            ),
-        });
-    }
+    crate::sample::check_sampling(opts.temperature, opts.top_p)?;
     let n = opts.num as i64;
     let started = Instant::now();
     // Prefill: the model reads [START] + prompt; its last logits predict the first new sample.

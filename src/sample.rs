@@ -2,6 +2,28 @@
 //! Uses the project's own generator ([`crate::rng`]), so results do not depend on libtorch's global RNG.
 
 use crate::rng::SplitMix;
+use crate::{Error, Result};
+
+/// Checks sampling settings as [`Sampler::new`] takes them, naming the flag of a bad one.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a temperature that is negative or not finite, or a top-p
+/// outside (0, 1].
+pub fn check_sampling(temperature: f32, top_p: f32) -> Result<()> {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return Err(Error::InvalidArgument {
+            name: "--temperature",
+            reason: format!("must be ≥ 0, got {temperature}"),
+        });
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(Error::InvalidArgument {
+            name: "--top-p",
+            reason: format!("must be in (0, 1], got {top_p}"),
+        });
+    }
+    Ok(())
+}
 
 /// Seeded sampler over a vocabulary of logits.
 #[derive(Debug, Clone)]

@@ -119,16 +119,7 @@ impl ContinueOptions {
         if let Some(m) = self.echo_margin_db.filter(|m| !m.is_finite()) {
             return bad("--echo-margin-db", format!("must be finite, got {m}"));
         }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(
-                "--temperature",
-                format!("must be ≥ 0, got {}", self.temperature),
-            );
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("--top-p", format!("must be in (0, 1], got {}", self.top_p));
-        }
-        Ok(())
+        crate::sample::check_sampling(self.temperature, self.top_p)
     }
 }
 
