@@ -233,6 +233,53 @@ fn split_is_deterministic_and_90_5_5() {
 }
 
 #[test]
+fn small_datasets_hold_out_one_file_for_validation() {
+    let root = TempDir::new("holdout");
+    let cache = TempDir::new("holdout-cache");
+    // Names that all hash into the training split.
+    let names: Vec<String> = (0..)
+        .map(|i| format!("take-{i}.wav"))
+        .filter(|n| Split::of_key(n) == Split::Train)
+        .take(4)
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        wav16(&root.join(n), &noise(2000, 0.3, i as u64), 16_000);
+    }
+    let valid = |ds: &Dataset| -> Vec<String> {
+        ds.all_files()
+            .iter()
+            .filter(|f| f.split == Split::Valid)
+            .map(|f| f.rel.clone())
+            .collect()
+    };
+    let ds = Dataset::open(root.path(), &opts(cache.path())).unwrap();
+    let held = valid(&ds);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(ds.all_files().len(), 4);
+
+    // The same choice from a manifest listing the files in another order.
+    let list = root.join("list.txt");
+    let reversed: Vec<&str> = names.iter().rev().map(String::as_str).collect();
+    std::fs::write(&list, reversed.join("\n")).unwrap();
+    let ds = Dataset::open(&list, &opts(cache.path())).unwrap();
+    assert_eq!(valid(&ds), held);
+
+    // A manifest that names any split is left as written.
+    let mut text = format!("{}\ttest\n", names[0]);
+    for n in &names[1..] {
+        text += &format!("{n}\n");
+    }
+    std::fs::write(&list, text).unwrap();
+    let ds = Dataset::open(&list, &opts(cache.path())).unwrap();
+    assert!(valid(&ds).is_empty());
+
+    // Two files: both stay for training.
+    std::fs::write(&list, names[..2].join("\n")).unwrap();
+    let ds = Dataset::open(&list, &opts(cache.path())).unwrap();
+    assert!(valid(&ds).is_empty());
+}
+
+#[test]
 fn bad_files_are_skipped_and_counted_or_fail_under_strict() {
     let root = TempDir::new("bad");
     let cache = TempDir::new("bad-cache");

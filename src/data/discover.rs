@@ -17,6 +17,8 @@ pub(super) struct Candidate {
     /// Path relative to the dataset root with `/` separators (as written, for a manifest).
     pub rel: String,
     pub split: Split,
+    /// The key whose hash gave `split` ([`SplitBy`]); `None` where a manifest named the split.
+    pub split_key: Option<String>,
     /// Class folder name (SC09 / Speech Commands layouts).
     pub class: Option<String>,
 }
@@ -48,6 +50,45 @@ impl Split {
             0..=89 => Split::Train,
             90..=94 => Split::Valid,
             _ => Split::Test,
+        }
+    }
+}
+
+/// Fewest distinct training keys (files, or groups under [`SplitBy`]) from which
+/// [`ensure_validation`] holds one out.
+const MIN_KEYS_FOR_HOLDOUT: usize = 3;
+
+/// Where the hash split left no validation file (likely below ~60 files: each lands there with
+/// probability 5 %), moves the training files of one key to the validation split, so that small
+/// datasets still validate. The key is the training key whose hash lies closest to the validation
+/// range (largest FNV-1a 64 mod 100, then largest hash), so the choice depends only on the set of
+/// keys, not on file order. Nothing changes where a manifest named any file's split, or with fewer
+/// than [`MIN_KEYS_FOR_HOLDOUT`] training keys.
+pub(super) fn ensure_validation(candidates: &mut [Candidate]) {
+    if candidates
+        .iter()
+        .any(|c| c.split == Split::Valid || c.split_key.is_none())
+    {
+        return;
+    }
+    let keys: HashSet<&str> = candidates
+        .iter()
+        .filter(|c| c.split == Split::Train)
+        .filter_map(|c| c.split_key.as_deref())
+        .collect();
+    if keys.len() < MIN_KEYS_FOR_HOLDOUT {
+        return;
+    }
+    let Some(chosen) = keys
+        .into_iter()
+        .max_by_key(|k| (fnv1a(k.as_bytes()) % 100, fnv1a(k.as_bytes())))
+        .map(str::to_string)
+    else {
+        return;
+    };
+    for c in candidates.iter_mut() {
+        if c.split_key.as_deref() == Some(chosen.as_str()) {
+            c.split = Split::Valid;
         }
     }
 }
@@ -157,11 +198,15 @@ pub(super) fn walk_dir(root: &Path, opts: &DatasetOptions) -> Result<Found> {
     let candidates = files
         .into_iter()
         .zip(rels)
-        .map(|(path, rel)| Candidate {
-            split: Split::of_key(split_key(opts, &rel, None)),
-            class: class_folders.then(|| rel.split('/').next().unwrap_or("").to_string()),
-            path,
-            rel,
+        .map(|(path, rel)| {
+            let key = split_key(opts, &rel, None).to_string();
+            Candidate {
+                split: Split::of_key(&key),
+                split_key: Some(key),
+                class: class_folders.then(|| rel.split('/').next().unwrap_or("").to_string()),
+                path,
+                rel,
+            }
         })
         .collect();
     Ok(Found {
@@ -303,15 +348,19 @@ pub(super) fn read_manifest(manifest: &Path, opts: &DatasetOptions) -> Result<Fo
         if path_str.is_empty() {
             return Err(bad(format!("line {lineno}: empty path")));
         }
-        let split = match split_str.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Split::parse(s).ok_or_else(|| {
-                bad(format!(
-                    "line {lineno}: unknown split {s:?} (expected train, valid or test)"
-                ))
-            })?,
+        let (split, key) = match split_str.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => (
+                Split::parse(s).ok_or_else(|| {
+                    bad(format!(
+                        "line {lineno}: unknown split {s:?} (expected train, valid or test)"
+                    ))
+                })?,
+                None,
+            ),
             None => {
                 let group = group_col.map(|i| fields[i].trim());
-                Split::of_key(split_key(opts, path_str, group))
+                let key = split_key(opts, path_str, group);
+                (Split::of_key(key), Some(key.to_string()))
             }
         };
         if dup.insert(path_str.to_string(), lineno).is_some() {
@@ -326,6 +375,7 @@ pub(super) fn read_manifest(manifest: &Path, opts: &DatasetOptions) -> Result<Fo
             },
             rel: path_str.replace('\\', "/"),
             split,
+            split_key: key,
             class: None,
         });
     }

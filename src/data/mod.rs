@@ -9,7 +9,9 @@
 //!   `manifest.tsv` of `scripts/build-corpus.py`).
 //! * **Split**: by FNV-1a 64 of the file's relative path modulo 100: 90 % train, 5 % valid,
 //!   5 % test ([`Split::of_key`]); a manifest's `split` column overrides it, and
-//!   [`SplitBy`] can hash a directory or a manifest column (e.g. `speaker`) instead.
+//!   [`SplitBy`] can hash a directory or a manifest column (e.g. `speaker`) instead. Where no
+//!   file hashes into the validation split (small datasets), the training files of one key are
+//!   held out instead (from 3 keys on; `ensure_validation` in `discover.rs`).
 //! * **Cache**: the first open decodes and resamples each file once (in parallel, with a
 //!   progress bar) into `cache_dir`; later opens only read 64-byte headers.
 //! * **Bad files** (unreadable, truncated, empty, not audio, unsupported) are skipped with one
@@ -248,11 +250,12 @@ impl Dataset {
             path: source.to_owned(),
             source: e,
         })?;
-        let found = if meta.is_dir() {
+        let mut found = if meta.is_dir() {
             discover::walk_dir(source, opts)?
         } else {
             discover::read_manifest(source, opts)?
         };
+        discover::ensure_validation(&mut found.candidates);
         let cache_dir = match &opts.cache_dir {
             Some(d) => d.clone(),
             None => default_cache_dir().ok_or_else(|| Error::Dataset {

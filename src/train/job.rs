@@ -343,10 +343,10 @@ fn check_same_data(saved: &RunSettings, now: &RunSettings) -> Result<()> {
 /// Says that a language model will have no validation, why, and what `best/` becomes.
 fn warn_no_validation(train_files: usize) {
     eprintln!(
-        "warning: no validation files: the split holds out about 5 % of the files (by a hash of \
-         each path) and none of the {train_files} files landed there; best/ will be the latest \
-         checkpoint's model, not a validated one (more files, or a manifest with a split column, \
-         give a validation set)"
+        "warning: no validation files among the {train_files} training files (the split holds \
+         out about 5 % of the files by a hash of each path, and at least one file from 3 files \
+         on, unless a manifest names the splits); best/ will be the latest checkpoint's model, \
+         not a validated one"
     );
 }
 
