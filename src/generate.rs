@@ -346,7 +346,7 @@ fn bar(opts: &GenerateOptions) -> ProgressBar {
     }
     let bar = ProgressBar::new(opts.samples as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {msg}  ETA {eta}")
+        ProgressStyle::with_template("{wide_bar} {pos}/{len} samples  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar

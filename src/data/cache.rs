@@ -236,7 +236,7 @@ pub(super) fn build_cache(
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} caching audio {pos}/{len} [{bar:30}] {per_sec} eta {eta}",
+            "{spinner} caching audio {pos}/{len} [{wide_bar}] {per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),

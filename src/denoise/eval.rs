@@ -164,7 +164,7 @@ pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<Deno
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} mixture {pos}/{len}  {msg}  ETA {eta}")
+        ProgressStyle::with_template("{wide_bar} mixture {pos}/{len}  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut sums = vec![[0.0f64; 3]; opts.snr_db.len()]; // noisy, model, rnnoise

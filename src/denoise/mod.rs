@@ -252,9 +252,14 @@ fn progress_bar(progress: bool, samples: usize, input: &Path) -> ProgressBar {
     }
     let bar = ProgressBar::new(samples as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {percent:>3}%  {msg}  ETA {eta}")
+        ProgressStyle::with_template("{wide_bar} {percent:>3}%  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message(format!("denoising {}", input.display()));
+    // The file name only: a long path would wrap the line.
+    let name = input.file_name().map_or_else(
+        || input.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    bar.set_message(format!("denoising {name}"));
     bar
 }

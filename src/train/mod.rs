@@ -10,6 +10,7 @@ pub mod interrupt;
 pub mod job;
 pub mod optim;
 pub mod options;
+mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod settings;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -258,7 +259,7 @@ pub fn train_controlled(
         state.settings = Some(s.clone());
     }
     let validated = objective.has_validation()?;
-    let bar = progress_bar(opts, state.step);
+    let bar = progress::bar(opts, state.step);
     let (first_step, elapsed_before, started) = (state.step, state.elapsed_s, Instant::now());
     let (mut last_loss, mut valid_score, mut checkpoint) = (f64::NAN, None, None);
     let mut window = Throughput::new();
@@ -275,8 +276,9 @@ pub fn train_controlled(
         let rate = window.add((opts.batch * opts.len) as u64);
         bar.set_position(state.step);
         bar.set_message(format!(
-            "{} {last_loss:.3}  {rate:.0} samples/s",
-            metric.loss_key
+            "{} {last_loss:.3}  {}",
+            metric.loss_key,
+            progress::rate_text(rate)
         ));
         interrupted = stop_requested(&control) && state.step < stop_at;
         let last = state.step == stop_at || interrupted;
@@ -467,16 +469,4 @@ fn forward_loss(
     } else {
         objective.loss(model, batch)
     }
-}
-
-fn progress_bar(opts: &TrainOptions, at: u64) -> ProgressBar {
-    if !opts.progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(opts.steps);
-    let style = ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_position(at);
-    bar
 }
