@@ -67,9 +67,10 @@ fn given_flags(m: &ArgMatches) -> BTreeSet<String> {
 ///
 /// The run directory gets checkpoints (written atomically; --resume continues bit-for-bit on
 /// CPU with the run's saved settings), best/ (the best validation model, a model directory),
-/// metrics.jsonl and loss.png. A language model whose data has no validation files (with only a
-/// few files the split can leave none) has no score to choose by: its best/ is then the model of
-/// the latest checkpoint, and the run says so.
+/// metrics.jsonl and loss.png. A small dataset whose hashes leave no file for validation gets one
+/// held out (from 3 files on). A language model whose data still has no validation files (1–2
+/// files, or a manifest whose split column names none) has no score to choose by: its best/ is
+/// then the model of the latest checkpoint, and the run says so.
 ///
 /// Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint, prints how to
 /// resume and exits with status 130 (SIGINT) or 143 (SIGTERM); a second one stops at once,
