@@ -192,8 +192,8 @@ pub fn loss_curves(metrics: &Path, png: &Path, metric: &crate::train::Metric) ->
     )
 }
 
-/// Log-magnitude spectrogram (512-point STFT, Hann window, hop 128) of mono `samples` as an
-/// image, with a vertical line where the prompt ends (`marker_s`, seconds) when given. The
+/// Log-magnitude spectrogram (512-point STFT, Hann window, hop 128; for long clips the power of
+/// neighbouring frames averaged into at most 1000 columns) of mono `samples` as an image, with a vertical line where the prompt ends (`marker_s`, seconds) when given. The
 /// format follows `path`'s extension (PNG, JPEG or BMP); the file appears complete or not at all,
 /// and a symbolic link at `path` is written through.
 ///
@@ -245,7 +245,17 @@ pub fn spectrogram_file(
         true,
         false,
     ); // (F, T) complex
-    let db = (spec.abs().square() + 1e-10).log10() * 10.0; // (F, T)
+    let mut power = spec.abs().square(); // (F, T)
+                                         // More frames than the image has columns: average the power of neighbouring frames, so that a
+                                         // long clip draws MAX_COLUMNS cells per row, not one per frame (an hour had 28 M cells).
+    const MAX_COLUMNS: i64 = 1000;
+    if power.size()[1] > MAX_COLUMNS {
+        power = power
+            .unsqueeze(0)
+            .adaptive_avg_pool1d(MAX_COLUMNS)
+            .squeeze_dim(0);
+    }
+    let db = (power + 1e-10).log10() * 10.0; // (F, columns)
     let (bins, frames) = (db.size()[0] as usize, db.size()[1] as usize);
     let values = Vec::<f32>::try_from(db.reshape([-1]))?;
     let top = values.iter().copied().fold(f32::MIN, f32::max);
@@ -318,7 +328,20 @@ fn heat(v: f64) -> RGBColor {
 
 #[cfg(test)]
 mod tests {
-    use super::plot_reason;
+    use super::{plot_reason, spectrogram};
+
+    #[test]
+    fn a_long_clip_is_pooled_into_the_image_columns() {
+        // 2000 frames of hop 128: more than the 1000 columns, so neighbouring frames are pooled.
+        let x: Vec<f32> = (0..2000 * 128)
+            .map(|i| (i as f32 * 0.3).sin() * 0.5)
+            .collect();
+        let png = std::env::temp_dir().join(format!("wm-spec-{}.png", std::process::id()));
+        spectrogram(&png, &x, 16_000, Some(4.0), "long").unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        std::fs::remove_file(&png).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    }
 
     #[test]
     fn plotters_debug_text_becomes_a_reason() {
