@@ -111,6 +111,15 @@ fn main() {
         compile_cuda(root);
     }
 
+    // Silences alsa-lib's own stderr diagnostics (src/audio/device.rs); libasound is cpal's.
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        cc::Build::new()
+            .file("csrc/alsa_errors.c")
+            .warnings(true)
+            .compile("wm_alsa_errors");
+        println!("cargo:rustc-link-lib=dylib=asound");
+    }
+
     println!("cargo:rustc-link-lib=dylib=gomp");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
 }

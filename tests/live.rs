@@ -420,6 +420,7 @@ fn no_sound_device_says_what_to_do() {
     .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
+    assert!(!err.contains("ALSA lib"), "alsa-lib's own lines: {err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.contains("no audio input device available")

@@ -43,6 +43,28 @@ fn no_device(dir: Direction, reason: String) -> Error {
     }
 }
 
+/// Drops alsa-lib's own stderr diagnostics ("ALSA lib pcm.c:…"), once per process, unless
+/// `WM_ALSA_VERBOSE=1`: our errors say what failed in one line. The handler is C
+/// (`csrc/alsa_errors.c`): alsa-lib calls it as a variadic function.
+fn quiet_alsa() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("WM_ALSA_VERBOSE").is_some_and(|v| v == "1") {
+                return;
+            }
+            extern "C" {
+                fn wm_alsa_quiet() -> std::ffi::c_int;
+            }
+            // SAFETY: installs a static function that ignores its arguments; no other state.
+            unsafe {
+                wm_alsa_quiet();
+            }
+        });
+    }
+}
+
 fn dev_err(device: impl Into<String>, reason: impl std::fmt::Display) -> Error {
     Error::AudioDevice {
         device: device.into(),
@@ -56,6 +78,7 @@ fn dev_err(device: impl Into<String>, reason: impl std::fmt::Display) -> Error {
 /// # Errors
 /// [`Error::AudioDevice`] for an unknown or unavailable host.
 pub fn host(name: Option<&str>) -> Result<cpal::Host> {
+    quiet_alsa();
     let Some(name) = name else {
         return Ok(cpal::default_host());
     };
@@ -87,6 +110,7 @@ pub fn device_name(d: &cpal::Device) -> String {
 /// # Errors
 /// [`Error::AudioDevice`] when a host cannot be opened or enumerated.
 pub fn list_devices() -> Result<String> {
+    quiet_alsa();
     let mut s = String::new();
     for id in cpal::available_hosts() {
         let host = cpal::host_from_id(id).map_err(|e| dev_err(id.name(), e))?;

@@ -17,6 +17,7 @@ use wavemamba::rtf::real_time_text;
 /// Threads: device input callback → lock-free ring → worker (resample → model → resample) →
 /// ring → device output callback; once a second a line with latency, real-time factor,
 /// under/overruns and dropped samples. Ctrl-C stops cleanly and finalises --record files.
+/// Device errors are one line; alsa-lib's own messages are hidden (WM_ALSA_VERBOSE=1 shows them).
 ///
 /// Examples:
 ///   wavemamba live --list-devices
