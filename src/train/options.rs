@@ -82,15 +82,61 @@ impl TrainOptions {
                 self.lr,
                 self.min_lr_ratio,
             );
+            let reach = if peak < self.lr * (1.0 - 1e-9) {
+                format!(
+                    "the learning rate only reaches {peak:.3e} (--lr {} × {:.3e})",
+                    self.lr,
+                    peak / self.lr
+                )
+            } else {
+                format!(
+                    "the learning rate reaches --lr {} at the last step and never decays",
+                    self.lr
+                )
+            };
             out.push(format!(
-                "--warmup {} is not below --steps {}: the whole run is warm-up and the learning \
-                 rate only reaches {peak:.3e} (--lr {} × {:.3e})",
-                self.warmup,
-                self.steps,
-                self.lr,
-                peak / self.lr
+                "--warmup {} is not below --steps {}: the whole run is warm-up and {reach}",
+                self.warmup, self.steps
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainOptions;
+
+    fn opts(steps: u64, warmup: u64) -> TrainOptions {
+        TrainOptions {
+            steps,
+            batch: 1,
+            len: 2,
+            lr: 0.002,
+            warmup,
+            min_lr_ratio: 0.1,
+            clip: 1.0,
+            seed: 0,
+            device: tch::Device::Cpu,
+            bf16: false,
+            log_every: 1,
+            valid_every: 1,
+            ckpt_every: 1,
+            stop_after: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn warmup_warnings_say_how_far_the_rate_gets() {
+        assert!(opts(100, 10).warnings().is_empty());
+        let short = opts(3, 100).warnings();
+        assert!(short[0].contains("only reaches 6.000e-5"), "{short:?}");
+        let equal = opts(100, 100).warnings();
+        assert!(
+            equal[0].contains("reaches --lr 0.002 at the last step and never decays")
+                && !equal[0].contains("only"),
+            "{equal:?}"
+        );
     }
 }
