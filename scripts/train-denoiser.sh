@@ -8,7 +8,9 @@
 #     NOISE=packs/noise-ambient.wmtok BUDGET_S=420 scripts/train-denoiser.sh
 #
 # Packs: `wavemamba train --data CORPUS --save-pack P.wmtok --steps 0` (scripts/build-corpus.py makes
-# the speech corpus; noise: 0ad + megaglest ambience from ../shared/tools/speech-corpus).
+# the speech corpus: add `--select kind=speech` for the speech rows of its manifest.tsv; noise:
+# 0ad + megaglest ambience from ../shared/tools/speech-corpus).
+# With INIT (fine-tuning) the run trains that model's own config: CONFIG is not used.
 # Writes the run to $OUTDIR (default runs/denoiser); the model is $OUTDIR/best.
 # On the GPU machine put gpu-bundle/lib (alsa-lib) and that machine's torch/CUDA libraries on
 # LD_LIBRARY_PATH first, as scripts/gpu-run.sh does.
@@ -29,6 +31,14 @@ WARMUP=${WARMUP:-200}
 INIT=${INIT:-}   # a model directory to fine-tune from (e.g. models/denoiser)
 SEED=${SEED:-1}
 PRECISION=${PRECISION:-fp32}   # bf16: autocast on CUDA
+if [ -n "$INIT" ]; then
+  # `train --init` keeps the model's config (and refuses a --config of another model): measure
+  # the throughput of that config, and leave --config out.
+  CONFIG=$INIT/config.json
+  model=(--init "$INIT")
+else
+  model=(--config "$CONFIG")
+fi
 for p in "$SPEECH" "$NOISE"; do
   if [ ! -f "$p" ] && [ -f "$p.xz" ]; then xz -dk -T0 "$p.xz"; fi
   [ -f "$p" ] || { echo "no token pack at $p" >&2; exit 1; }
@@ -43,6 +53,6 @@ rate=$("$BIN" bench train --config "$CONFIG" --batch "$BATCH" --len "$LEN" --ste
 factor=$([ "$PRECISION" = bf16 ] && echo 0.4 || echo 0.8)
 steps=$(python3 -c "print(max(50, int($factor * $BUDGET_S * $rate / ($BATCH * $LEN))))")
 echo "LM throughput $rate samples/s on $THREADS threads ($DEVICE): training $steps steps of $BATCH x $LEN"
-"$BIN" train --task denoise --data "$SPEECH" --noise "$NOISE" --config "$CONFIG" ${INIT:+--init "$INIT"} --out "$OUTDIR" --device "$DEVICE" --precision "$PRECISION" \
+"$BIN" train --task denoise --data "$SPEECH" --noise "$NOISE" "${model[@]}" --out "$OUTDIR" --device "$DEVICE" --precision "$PRECISION" \
   --steps "$steps" --batch "$BATCH" --len "$LEN" --lr "$LR" --warmup "$WARMUP" \
   --valid-every 200 --ckpt-every 200 --log-every 20 --threads "$THREADS" --seed "$SEED" --quiet

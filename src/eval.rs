@@ -84,6 +84,22 @@ pub fn sequence_bits(model: &WaveMamba, tokens: &[u8], chunk: usize) -> Result<(
 /// A model that is not a language model, no readable audio at all, a split asked of a single
 /// file, dataset/cache errors, kernel errors.
 pub fn eval_lm(model: &WaveMamba, path: &Path, split: Option<Split>) -> Result<EvalReport> {
+    eval_lm_select(model, path, split, &[])
+}
+
+/// [`eval_lm`] on only the rows of a manifest whose column holds the value
+/// ([`DatasetOptions::select`], e.g. `("kind", "speech")`), as `train --select` trains on them
+/// (so `split` gives the same held-out files as that run).
+///
+/// # Errors
+/// As [`eval_lm`]; [`Error::InvalidArgument`] for a selection asked of a single file, and the
+/// dataset's errors for one asked of a directory or matching no row.
+pub fn eval_lm_select(
+    model: &WaveMamba,
+    path: &Path,
+    split: Option<Split>,
+    select: &[(String, String)],
+) -> Result<EvalReport> {
     model.check_task(crate::config::Task::Lm)?;
     let rate = model.audio.sample_rate;
     let (mut bits, mut samples) = (0.0, 0usize);
@@ -114,6 +130,15 @@ pub fn eval_lm(model: &WaveMamba, path: &Path, split: Option<Split>) -> Result<E
                 ),
             });
         }
+        if let Some((column, value)) = select.first() {
+            return Err(Error::InvalidArgument {
+                name: "--select",
+                reason: format!(
+                    "{} is one audio file; selecting rows ({column}={value}) needs a manifest",
+                    path.display()
+                ),
+            });
+        }
         let a = audio::read_audio(path)?;
         score(
             path.display().to_string(),
@@ -124,6 +149,7 @@ pub fn eval_lm(model: &WaveMamba, path: &Path, split: Option<Split>) -> Result<E
             sample_rate: rate,
             progress: true,
             warn: false,
+            select: select.to_vec(),
             ..DatasetOptions::default()
         };
         let ds = Dataset::open(path, &opts)?;

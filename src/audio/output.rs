@@ -20,6 +20,8 @@ pub enum OutputKind {
     Wav,
     /// An image the plotting library encodes from the extension: PNG, JPEG or BMP.
     Image,
+    /// A token pack (`.wmtok`), which `train --data` recognises by its extension.
+    Pack,
 }
 
 impl OutputKind {
@@ -28,6 +30,7 @@ impl OutputKind {
         match self {
             OutputKind::Wav => &["wav"],
             OutputKind::Image => &["png", "jpg", "jpeg", "bmp"],
+            OutputKind::Pack => &["wmtok"],
         }
     }
 
@@ -38,6 +41,7 @@ impl OutputKind {
             OutputKind::Image => {
                 "images are written as PNG, JPEG or BMP: give it a .png, .jpg or .bmp name"
             }
+            OutputKind::Pack => "a token pack is read back by its extension: give it a .wmtok name",
         }
     }
 }

@@ -188,8 +188,8 @@ struct LoaderArgs {
     #[arg(long)]
     pad_short: bool,
     /// Manifest only: keep rows whose COLUMN equals VALUE (repeatable), e.g. --select kind=speech
-    #[arg(long, value_name = "COLUMN=VALUE")]
-    select: Vec<String>,
+    #[arg(long, value_name = "COLUMN=VALUE", value_parser = super::select_arg)]
+    select: Vec<(String, String)>,
     /// Fail on the first unusable file instead of skipping it
     #[arg(long)]
     strict: bool,
@@ -315,15 +315,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ShortFiles::Concatenate
                 },
                 progress: !a.json,
-                select: a
-                    .select
-                    .iter()
-                    .map(|s| {
-                        s.split_once('=')
-                            .map(|(c, v)| (c.trim().to_string(), v.trim().to_string()))
-                            .with_context(|| format!("--select {s:?}: expected COLUMN=VALUE"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
+                select: a.select,
                 strict: a.strict,
             };
             let report = loader::run(&cfg)

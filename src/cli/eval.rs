@@ -7,7 +7,7 @@ use wavemamba::continuation::{bundled_model_dir, default_model_dir};
 use wavemamba::data::Split;
 use wavemamba::denoise::eval::{eval_denoise, DenoiseEvalOptions};
 use wavemamba::device::parse_device;
-use wavemamba::eval::eval_lm;
+use wavemamba::eval::eval_lm_select;
 
 /// Evaluate a model: NLL in bits per sample (language model) or SI-SDR per SNR (denoiser).
 ///
@@ -22,7 +22,8 @@ use wavemamba::eval::eval_lm;
 ///
 /// Examples:
 ///   wavemamba eval --model models/default --data held_out/ --json
-///   wavemamba eval --data corpus/manifest.tsv --split valid   # the files a training run held out
+///   wavemamba eval --data corpus/manifest.tsv --select kind=speech --split valid
+///     (the files that `train --data corpus/manifest.tsv --select kind=speech` held out)
 ///   wavemamba eval --task denoise --speech held_out/speech --noise held_out/noise --snr 0,5,10
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -41,6 +42,10 @@ pub struct Args {
     /// the files that run held out
     #[arg(long, value_parser = ["train", "valid", "test"])]
     split: Option<String>,
+    /// lm, manifest only: score the rows whose COLUMN holds VALUE (repeatable: a row must match
+    /// all), e.g. --select kind=speech, as `train --select` trains on them
+    #[arg(long, value_name = "COLUMN=VALUE", value_parser = super::select_arg)]
+    select: Vec<(String, String)>,
     /// denoise: clean speech (file, directory or manifest)
     #[arg(long, required_if_eq("task", "denoise"))]
     speech: Option<PathBuf>,
@@ -86,7 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .data
         .context("--data is required with --task lm (an audio file, directory or manifest)")?;
     let split = a.split.as_deref().and_then(Split::parse);
-    let r = eval_lm(&model, &data, split)
+    let r = eval_lm_select(&model, &data, split, &a.select)
         .with_context(|| format!("evaluating on {}", data.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -109,7 +114,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// Options of the other task are an error, not silently ignored.
 fn check_task_options(a: &Args) -> anyhow::Result<()> {
     let (other_task, other) = if a.task == "denoise" {
-        let lm = [("--data", a.data.is_some()), ("--split", a.split.is_some())];
+        let lm = [
+            ("--data", a.data.is_some()),
+            ("--split", a.split.is_some()),
+            ("--select", !a.select.is_empty()),
+        ];
         ("lm", lm.to_vec())
     } else {
         let dn = [

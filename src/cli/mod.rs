@@ -57,6 +57,21 @@ fn negative_numbers(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(negative_numbers)
 }
 
+/// The value parser of `--select COLUMN=VALUE` (and `train --noise-select`), shared by every
+/// command that keeps manifest rows by a column value (`train`, `eval`, `bench loader`): both
+/// sides trimmed, the column not empty (an empty value selects rows whose cell is empty).
+fn select_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((column, value)) if !column.trim().is_empty() => {
+            Ok((column.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "expected COLUMN=VALUE (a manifest column and the value its rows must hold), e.g. \
+             kind=speech; got {s:?}"
+        )),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

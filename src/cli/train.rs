@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::parser::ValueSource;
@@ -12,6 +12,7 @@ use wavemamba::device::parse_device;
 use wavemamba::train::job::{self, TrainJob};
 use wavemamba::train::settings::GivenFlags;
 use wavemamba::train::{interrupt, TrainOptions, TrainSummary};
+use wavemamba::Error;
 
 /// The `train` flags and which of them were given on the command line (`--resume` takes the
 /// others from the run).
@@ -60,6 +61,8 @@ fn given_flags(m: &ArgMatches) -> BTreeSet<String> {
 /// The data is a directory tree or manifest of audio files (WAV, FLAC, OGG; any rate and channel
 /// count: decoded, downmixed and resampled once into a cache), or a token pack written earlier
 /// with --save-pack. A held-out split (by a hash of each file's path) is used for validation.
+/// --select keeps a manifest's rows by a column: the corpus manifest of scripts/build-corpus.py
+/// holds speech and noise, told apart by its kind column.
 ///
 /// A denoiser is trained on mixtures made on the fly: random speech crops plus random noise crops
 /// at a random SNR (−5 to 20 dB) and level; its validation score is the SI-SDR improvement (dB)
@@ -80,14 +83,23 @@ fn given_flags(m: &ArgMatches) -> BTreeSet<String> {
 /// Examples:
 ///   wavemamba train --data corpus/ --config small --out runs/small --steps 2000
 ///   wavemamba train --data corpus/ --out runs/small --resume --steps 4000
+///   wavemamba train --data corpus/manifest.tsv --select kind=speech --out runs/speech
 ///   wavemamba train --task denoise --data speech/ --noise noise/ --out runs/denoiser
+///   wavemamba train --task denoise --data corpus/manifest.tsv --select kind=speech \
+///     --noise corpus/manifest.tsv --noise-select kind=noise --out runs/denoiser
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 struct Flags {
     /// Audio directory, manifest file, or token pack (.wmtok)
     #[arg(long)]
     data: PathBuf,
-    /// Model size preset (tiny, small, base, large) or a config.json path
+    /// Manifest only: train on the rows of --data whose COLUMN holds VALUE (repeatable: a row
+    /// must match all), e.g. --select kind=speech. Applies to --data only; the noise of a
+    /// denoiser has --noise-select
+    #[arg(long, value_name = "COLUMN=VALUE", value_parser = super::select_arg)]
+    select: Vec<(String, String)>,
+    /// Model size preset (tiny, small, base, large) or a config.json path (fine-tuning from a
+    /// model directory trains that model's own config)
     #[arg(long, default_value = "small")]
     config: String,
     /// What to train: lm (next-sample prediction) or denoise (noisy in, clean out)
@@ -96,6 +108,10 @@ struct Flags {
     /// Noise recordings for --task denoise: directory, manifest or token pack
     #[arg(long)]
     noise: Option<PathBuf>,
+    /// Manifest only: mix in the rows of --noise whose COLUMN holds VALUE (repeatable), e.g.
+    /// --noise-select kind=noise
+    #[arg(long, value_name = "COLUMN=VALUE", value_parser = super::select_arg)]
+    noise_select: Vec<(String, String)>,
     /// Backbone: plain (a stack of Mamba blocks, the official layout) or unet (SaShiMi-style
     /// multi-scale: inner stages run at 1/4, 1/16 … of the rate, cheaper per sample)
     #[arg(long, value_enum, default_value = "plain")]
@@ -110,11 +126,15 @@ struct Flags {
     /// left out take the saved values, and a flag that contradicts them is refused. These may
     /// change: --steps (moves the end of the schedule, e.g. to extend a run), --stop-after,
     /// --ckpt-every, --valid-every, --log-every, --device, --threads, --quiet, --strict,
-    /// --save-pack, and --data / --noise when they hold the same audio (e.g. moved, or packed)
+    /// --save-pack, and --data / --noise with their --select / --noise-select when they give the
+    /// same audio (e.g. moved, or packed; other audio is refused, so a run trained with --select
+    /// resumes with the same --select)
     #[arg(long)]
     resume: bool,
     /// Start from the weights of this model directory (fine-tune; e.g. a shipped model or one
-    /// exported from PyTorch) with a fresh optimizer and schedule
+    /// exported from PyTorch) with a fresh optimizer and schedule. The model keeps its own
+    /// config, architecture, task and sample rate: leave --config, --arch and --pooling out
+    /// (given, they must describe that model)
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// cpu, cuda or cuda:N
@@ -167,7 +187,8 @@ struct Flags {
     /// CPU threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
-    /// Also write the decoded corpus as a token pack (to train elsewhere without decoding)
+    /// Also write the decoded corpus (the --select rows) as a token pack (to train elsewhere
+    /// without decoding): a .wmtok file whose directory exists, checked before the decoding
     #[arg(long)]
     save_pack: Option<PathBuf>,
     /// Fail on the first unreadable audio file instead of skipping it (with a warning)
@@ -200,7 +221,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     interrupt::install().context("cannot install the Ctrl-C handler")?;
     let job = TrainJob {
         data: a.data,
+        select: a.select,
         noise: a.noise,
+        noise_select: a.noise_select,
         config: a.config,
         task: match a.task {
             TaskArg::Lm => Task::Lm,
@@ -236,7 +259,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         given: GivenFlags(given),
     };
-    let s = job::run(&job).with_context(|| format!("training into {}", a.out.display()))?;
+    let s = job::run(&job).map_err(|e| match e {
+        // It names its flag: "training into --out" would blame the wrong one.
+        Error::InvalidArgument { .. } => anyhow::Error::new(e),
+        e if job.options.steps == 0 && !job.resume => {
+            anyhow::Error::new(e).context("preparing the data")
+        }
+        e => anyhow::Error::new(e).context(format!("training into {}", a.out.display())),
+    })?;
     report(&job, &s);
     if s.interrupted {
         let _ = std::io::stdout().flush();
@@ -285,22 +315,27 @@ fn report(job: &TrainJob, s: &TrainSummary) {
         (None, _) => println!("no best model yet: nothing has been validated"),
     }
     if let (true, Some(checkpoint)) = (s.interrupted, &s.checkpoint) {
+        let select: String = job
+            .select
+            .iter()
+            .map(|(c, v)| format!(" --select {}", shell_word(&format!("{c}={v}"))))
+            .collect();
         eprintln!(
-            "interrupted after step {}: checkpoint {} written; continue with:\n  wavemamba train --resume --data {} --out {}",
+            "interrupted after step {}: checkpoint {} written; continue with:\n  wavemamba train --resume --data {}{select} --out {}",
             s.steps,
             checkpoint.display(),
-            shell_word(&job.data),
-            shell_word(&job.out)
+            shell_word(&job.data.display().to_string()),
+            shell_word(&job.out.display().to_string())
         );
     }
 }
 
-/// `path` as one shell word (single-quoted when it holds anything but plain path characters).
-fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
+/// `text` (a path, or COLUMN=VALUE) as one shell word (single-quoted when it holds anything but
+/// plain path characters).
+fn shell_word(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
-        text
+        text.to_owned()
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
     }

@@ -8,17 +8,26 @@ use crate::audio::mulaw;
 use crate::data::{Dataset, DatasetOptions, Split};
 use crate::Result;
 
-/// Opens `path` as a dataset at `sample_rate` and tokenises its train and valid splits.
+/// Opens `path` as a dataset at `sample_rate` and tokenises its train and valid splits; `select`
+/// keeps only a manifest's rows whose column holds the value ([`DatasetOptions::select`]).
 ///
 /// # Errors
-/// Dataset errors (no usable files, unreadable cache, a bad file under `strict`).
-pub fn from_audio(path: &Path, sample_rate: u32, seed: u64, strict: bool) -> Result<TokenCorpus> {
+/// Dataset errors (no usable files, unreadable cache, a bad file under `strict`, a selection on a
+/// directory or one that matches no row).
+pub fn from_audio(
+    path: &Path,
+    select: &[(String, String)],
+    sample_rate: u32,
+    seed: u64,
+    strict: bool,
+) -> Result<TokenCorpus> {
     let ds = Dataset::open(
         path,
         &DatasetOptions {
             sample_rate,
             strict,
             progress: true,
+            select: select.to_vec(),
             ..DatasetOptions::default()
         },
     )?;

@@ -79,8 +79,24 @@ impl TokenCorpus {
     /// Writes the pack atomically.
     ///
     /// # Errors
-    /// [`Error::Io`].
+    /// [`Error::Io`] naming `path`.
     pub fn save_pack(&self, path: &Path) -> Result<()> {
+        crate::model::checkpoint::write_atomic(path, |tmp| {
+            std::fs::File::create(tmp)
+                .and_then(|file| self.write_pack(file))
+                .map_err(|source| Error::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+        })
+    }
+
+    /// Writes the pack's bytes (see the module doc) into `w`, e.g. a temporary file that the
+    /// caller renames into place.
+    ///
+    /// # Errors
+    /// The writer's errors.
+    pub fn write_pack(&self, w: impl Write) -> std::io::Result<()> {
         let files = self
             .train
             .iter()
@@ -98,22 +114,14 @@ impl TokenCorpus {
                 })
                 .collect(),
         };
-        let json = serde_json::to_string(&header).map_err(|e| Error::Config {
-            reason: e.to_string(),
-        })?;
-        crate::model::checkpoint::write_atomic(path, |tmp| {
-            let io = |source| Error::Io {
-                path: tmp.to_owned(),
-                source,
-            };
-            let mut w = std::io::BufWriter::new(std::fs::File::create(tmp).map_err(io)?);
-            writeln!(w, "{MAGIC}").map_err(io)?;
-            writeln!(w, "{json}").map_err(io)?;
-            for (f, _) in &files {
-                w.write_all(&f.tokens).map_err(io)?;
-            }
-            w.flush().map_err(io)
-        })
+        let json = serde_json::to_string(&header)?;
+        let mut w = std::io::BufWriter::new(w);
+        writeln!(w, "{MAGIC}")?;
+        writeln!(w, "{json}")?;
+        for (f, _) in &files {
+            w.write_all(&f.tokens)?;
+        }
+        w.flush()
     }
 
     /// Reads a pack written by [`TokenCorpus::save_pack`].

@@ -1,5 +1,7 @@
 //! `wavemamba train` as one library call: data, model (fresh or resumed), options, run directory.
 
+mod data;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -9,7 +11,7 @@ use super::corpus::TokenCorpus;
 use super::interrupt;
 use super::run_dir::{Before, RunDir};
 use super::settings::{
-    check_model, resume_options, DataFingerprint, GivenFlags, ModelFlags, RunSettings,
+    check_model, resume_options, GivenFlags, ModelFlags, ModelOrigin, RunSettings,
 };
 use super::{
     check_more_steps, make_optimizer, train_controlled, Control, LmObjective, Metric, Objective,
@@ -19,14 +21,21 @@ use crate::config::{Architecture, AudioConfig, MambaConfig, Task};
 use crate::denoise::mix::DenoiseData;
 use crate::model::WaveMamba;
 use crate::{Error, Result};
+pub use data::load_corpus;
+use data::{check_same_data, fingerprint, load_data, PackOutput};
 
 /// Everything `wavemamba train` needs.
 #[derive(Debug, Clone)]
 pub struct TrainJob {
     /// A token pack (`.wmtok`), or a directory / manifest of audio files (speech for a denoiser).
     pub data: PathBuf,
+    /// Only the rows of the `data` manifest whose column holds the value, e.g. `("kind",
+    /// "speech")` (`--select`); empty: every row.
+    pub select: Vec<(String, String)>,
     /// Noise for task `denoise`: a token pack, directory or manifest.
     pub noise: Option<PathBuf>,
+    /// Only these rows of the `noise` manifest (`--noise-select`).
+    pub noise_select: Vec<(String, String)>,
     /// A preset name or a `config.json` path (with `resume`, checked against the run's model).
     pub config: String,
     pub task: Task,
@@ -37,10 +46,12 @@ pub struct TrainJob {
     pub out: PathBuf,
     pub resume: bool,
     /// Start from this model directory's weights (fine-tuning) instead of a random init; its
-    /// config.json and wavemamba.json are kept, `config`/`architecture` are ignored.
+    /// config.json and wavemamba.json are kept: a given `--config`, `--arch` or `--pooling` (see
+    /// `given`) must describe that model.
     pub init: Option<PathBuf>,
     pub sample_rate: u32,
-    /// Also write the decoded corpus as a token pack here (to train elsewhere without decoding).
+    /// Also write the decoded corpus as a token pack here (to train elsewhere without decoding);
+    /// checked before any work (a `.wmtok` name in a directory that exists and can be written).
     pub save_pack: Option<PathBuf>,
     /// Fail on the first unreadable audio file instead of skipping it.
     pub strict: bool,
@@ -48,34 +59,6 @@ pub struct TrainJob {
     /// The flags given on the command line: with `resume`, the others take the run's saved values
     /// and a given one must not contradict them (see [`super::settings`]).
     pub given: GivenFlags,
-}
-
-/// Loads the training data as tokens.
-///
-/// # Errors
-/// [`Error::Dataset`] / [`Error::Io`] for unreadable data or an empty training split.
-pub fn load_corpus(path: &Path, sample_rate: u32, seed: u64, strict: bool) -> Result<TokenCorpus> {
-    let corpus = if path.is_file() && path.extension().is_some_and(|e| e == "wmtok") {
-        TokenCorpus::load_pack(path, seed)?
-    } else {
-        super::audio_corpus::from_audio(path, sample_rate, seed, strict)?
-    };
-    if corpus.sample_rate != sample_rate {
-        return Err(Error::Dataset {
-            path: path.to_owned(),
-            reason: format!(
-                "pack is at {} Hz but the model runs at {sample_rate} Hz",
-                corpus.sample_rate
-            ),
-        });
-    }
-    if corpus.train.is_empty() {
-        return Err(Error::Dataset {
-            path: path.to_owned(),
-            reason: "no training audio found".into(),
-        });
-    }
-    Ok(corpus)
 }
 
 /// Resolves `--config`: a preset name or a path to a `config.json`.
@@ -107,9 +90,10 @@ pub fn resolve_config(spec: &str) -> Result<MambaConfig> {
 /// [`Error::Checkpoint`] for a resume without a checkpoint.
 pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     job.options.check()?;
+    let pack = PackOutput::check(job.save_pack.as_deref())?;
     if job.options.steps == 0 && !job.resume {
         // Nothing to train: only the data work (e.g. --save-pack) was asked for.
-        load_data(job)?;
+        load_data(job, pack)?;
         return Ok(no_training());
     }
     let (job, start, saved) = if job.resume {
@@ -120,8 +104,8 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     for w in job.options.warnings() {
         eprintln!("warning: {w}");
     }
-    let (corpus, noise) = load_data(&job)?;
-    let settings = RunSettings::new(
+    let (corpus, noise) = load_data(&job, pack)?;
+    let mut settings = RunSettings::new(
         &job.options,
         fingerprint(&job.data, &corpus),
         noise
@@ -129,6 +113,8 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
             .zip(job.noise.as_ref())
             .map(|(n, p)| fingerprint(p, n)),
     );
+    settings.select = job.select.clone();
+    settings.noise_select = job.noise_select.clone();
     if let Some(saved) = &saved {
         check_same_data(saved, &settings)?;
     }
@@ -210,9 +196,22 @@ fn prepare_fresh(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings>
     Ok((job.clone(), Start::Fresh(model), None))
 }
 
-/// The `--init` model, which must do this job's task at its sample rate.
+/// The `--init` model, which must do this job's task at its sample rate and be the model that
+/// a given `--config`, `--arch` or `--pooling` describes.
 fn load_init(job: &TrainJob, dir: &Path) -> Result<WaveMamba> {
     let model = crate::model::checkpoint::load(dir, job.options.device)?;
+    let flags = ModelFlags {
+        config: match job.given.has("--config") {
+            true => Some((job.config.as_str(), resolve_config(&job.config)?)),
+            false => None,
+        },
+        task: job.task,
+        architecture: &job.architecture,
+        pooling: &job.pooling,
+        sample_rate: job.sample_rate,
+    };
+    let origin = ModelOrigin::Init(dir);
+    check_model(&flags, &job.given, &model.config, &model.audio, origin)?;
     if model.audio.task != job.task || model.audio.sample_rate != job.sample_rate {
         return Err(Error::InvalidArgument {
             name: "init",
@@ -251,7 +250,13 @@ fn prepare_resume(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings
         pooling: &job.pooling,
         sample_rate: job.sample_rate,
     };
-    check_model(&flags, given, &model.config, &model.audio)?;
+    check_model(
+        &flags,
+        given,
+        &model.config,
+        &model.audio,
+        ModelOrigin::Resumed,
+    )?;
     let mut out = job.clone();
     out.task = model.audio.task;
     out.architecture = model.audio.architecture.clone();
@@ -260,9 +265,13 @@ fn prepare_resume(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings
     match &state.settings {
         Some(saved) => {
             out.options = resume_options(saved, state.seed, &job.options, given)?;
-            out.noise = out
-                .noise
-                .or_else(|| saved.noise.as_ref().map(PathBuf::from));
+            if out.noise.is_none() {
+                // The run's noise, with its selection unless --noise-select is given.
+                out.noise = saved.noise.as_ref().map(PathBuf::from);
+                if !given.has("--noise-select") {
+                    out.noise_select = saved.noise_select.clone();
+                }
+            }
         }
         None => {
             out.options.seed = given.keep("--seed", &state.seed, &job.options.seed)?;
@@ -279,65 +288,6 @@ fn prepare_resume(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings
     check_more_steps(state.step, out.options.steps)?;
     let saved = state.settings.clone();
     Ok((out, Start::Loaded(model, opt, state), saved))
-}
-
-/// Loads the training data (and the noise of a denoiser) and writes the token pack if asked.
-fn load_data(job: &TrainJob) -> Result<(TokenCorpus, Option<TokenCorpus>)> {
-    let mut corpus = load_corpus(&job.data, job.sample_rate, job.options.seed, job.strict)?;
-    corpus.valid_len = job.options.len;
-    if let Some(pack) = &job.save_pack {
-        corpus.save_pack(pack)?;
-    }
-    describe("data", &corpus);
-    let noise = match (job.task, &job.noise) {
-        (Task::Denoise, Some(path)) => {
-            let noise = load_corpus(path, job.sample_rate, job.options.seed ^ 0x0004_015E, job.strict)?;
-            describe("noise", &noise);
-            Some(noise)
-        }
-        (Task::Denoise, None) => {
-            return Err(Error::InvalidArgument {
-                name: "noise",
-                reason: "task 'denoise' needs --noise DIR (a directory, manifest or token pack of noise recordings)".into(),
-            })
-        }
-        (Task::Lm, _) => None,
-    };
-    Ok((corpus, noise))
-}
-
-fn fingerprint(path: &Path, corpus: &TokenCorpus) -> (String, DataFingerprint) {
-    (path.display().to_string(), DataFingerprint::of(corpus))
-}
-
-/// Refuses to resume on other data than the run's (a moved copy is fine).
-fn check_same_data(saved: &RunSettings, now: &RunSettings) -> Result<()> {
-    let pairs = [
-        (
-            "--data",
-            Some((&saved.data, saved.data_fingerprint)),
-            Some((&now.data, now.data_fingerprint)),
-        ),
-        (
-            "--noise",
-            saved.noise.as_ref().zip(saved.noise_fingerprint),
-            now.noise.as_ref().zip(now.noise_fingerprint),
-        ),
-    ];
-    for (flag, was, is) in pairs {
-        if let (Some((was_path, was)), Some((is_path, is))) = (was, is) {
-            if was != is {
-                return Err(Error::InvalidArgument {
-                    name: flag,
-                    reason: format!(
-                        "--resume needs the run's data: it was trained on {was_path} ({was}), \
-                         but {is_path} has {is}"
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Says that a language model will have no validation, why, and what `best/` becomes.
@@ -380,27 +330,6 @@ fn train_data(
     }
 }
 
-fn describe(what: &str, c: &TokenCorpus) {
-    let (train_n, valid_n) = c.samples();
-    // Hours, or seconds below a tenth of an hour (a small dataset reads "0.00 h" otherwise).
-    let length = |n: usize| {
-        let s = n as f64 / f64::from(c.sample_rate);
-        if s < 360.0 {
-            format!("{s:.1} s")
-        } else {
-            format!("{:.2} h", s / 3600.0)
-        }
-    };
-    eprintln!(
-        "{what}: {} train files ({}), {} validation files ({}) at {} Hz",
-        c.train.len(),
-        length(train_n),
-        c.valid.len(),
-        length(valid_n),
-        c.sample_rate
-    );
-}
-
 /// Writes data, steps, wall time, device and metrics into `best/wavemamba.json`.
 fn record_provenance(
     best: &Path,
@@ -437,6 +366,11 @@ fn record_provenance(
     .as_object()
     .cloned()
     .unwrap_or_default();
+    let selects = [("select", &job.select), ("noise_select", &job.noise_select)];
+    for (key, select) in selects.into_iter().filter(|s| !s.1.is_empty()) {
+        let rows: Vec<String> = select.iter().map(|(c, v)| format!("{c}={v}")).collect();
+        audio.provenance.insert(key.into(), json!(rows));
+    }
     if let Some(dir) = &job.init {
         // Fine-tuned: keep where the starting weights came from.
         let base = AudioConfig::load(&dir.join(crate::model::checkpoint::AUDIO_FILE))?;

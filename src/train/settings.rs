@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +18,10 @@ use crate::config::{Architecture, AudioConfig, MambaConfig, Task};
 use crate::{Error, Result};
 
 /// Flags that `--resume` lets change (the rest must match the run or be left out). `--steps`
-/// moves the end of the learning-rate schedule (to extend a run); `--data` and `--noise` may name
-/// another path holding the same audio (checked by [`DataFingerprint`]).
-pub const FREE_ON_RESUME: [&str; 12] = [
+/// moves the end of the learning-rate schedule (to extend a run); `--data` and `--noise`, with
+/// their `--select` and `--noise-select`, may name another path or selection holding the same
+/// audio (checked by [`DataFingerprint`]: other audio is refused).
+pub const FREE_ON_RESUME: [&str; 14] = [
     "--steps",
     "--stop-after",
     "--ckpt-every",
@@ -32,6 +34,8 @@ pub const FREE_ON_RESUME: [&str; 12] = [
     "--save-pack",
     "--data",
     "--noise",
+    "--select",
+    "--noise-select",
 ];
 
 /// The size of a corpus's splits: enough to tell a moved copy of the data (same numbers) from
@@ -72,9 +76,15 @@ impl fmt::Display for DataFingerprint {
 pub struct RunSettings {
     /// `--data` as given.
     pub data: String,
+    /// `--select`: the manifest rows of `data` trained on (column, value); empty: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select: Vec<(String, String)>,
     pub data_fingerprint: DataFingerprint,
     /// `--noise` as given (denoisers).
     pub noise: Option<String>,
+    /// `--noise-select`: the manifest rows of `noise` trained on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noise_select: Vec<(String, String)>,
     pub noise_fingerprint: Option<DataFingerprint>,
     pub steps: u64,
     pub batch: i64,
@@ -91,7 +101,8 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    /// The settings of `opts` (plus the data and its fingerprints).
+    /// The settings of `opts` (plus the data and its fingerprints; no selection of rows: set
+    /// `select` / `noise_select` after).
     pub fn new(
         opts: &TrainOptions,
         data: (String, DataFingerprint),
@@ -99,9 +110,11 @@ impl RunSettings {
     ) -> RunSettings {
         RunSettings {
             data: data.0,
+            select: Vec::new(),
             data_fingerprint: data.1,
             noise_fingerprint: noise.as_ref().map(|n| n.1),
             noise: noise.map(|n| n.0),
+            noise_select: Vec::new(),
             steps: opts.steps,
             batch: opts.batch,
             len: opts.len,
@@ -206,7 +219,8 @@ pub fn resume_options(
     })
 }
 
-/// The model-shaping flags of a resume, checked against the checkpoint's model.
+/// The model-shaping flags of a resume or of an `--init` run, checked against the model it
+/// starts from.
 #[derive(Debug, Clone)]
 pub struct ModelFlags<'a> {
     /// `--config`, already resolved (a preset or a config.json), with its text.
@@ -217,42 +231,104 @@ pub struct ModelFlags<'a> {
     pub sample_rate: u32,
 }
 
-/// Checks the given model flags against the checkpoint's `config` and `audio`.
+/// The model that [`check_model`] checks the flags against, which its errors name.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelOrigin<'a> {
+    /// The newest checkpoint of the run that `--resume` continues.
+    Resumed,
+    /// The model directory of `--init`, whose config and audio settings the run keeps.
+    Init(&'a Path),
+}
+
+impl ModelOrigin<'_> {
+    /// The error for `flag given` contradicting the model's `flag saved`.
+    fn refuse(
+        self,
+        flag: &'static str,
+        saved: &dyn fmt::Display,
+        given: &dyn fmt::Display,
+    ) -> Error {
+        match self {
+            ModelOrigin::Resumed => contradiction(flag, saved, given),
+            ModelOrigin::Init(dir) => Error::InvalidArgument {
+                name: flag,
+                reason: format!(
+                    "--init {} is a model with {flag} {saved}, got {flag} {given} (--init trains \
+                     its model's own config and architecture: leave {flag} out)",
+                    dir.display()
+                ),
+            },
+        }
+    }
+
+    /// Refuses `flag` when it was given with another value than the model's `saved`.
+    fn keep<T: PartialEq + fmt::Display>(
+        self,
+        given_flags: &GivenFlags,
+        flag: &'static str,
+        saved: &T,
+        given: &T,
+    ) -> Result<()> {
+        if given_flags.has(flag) && saved != given {
+            return Err(self.refuse(flag, saved, given));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the given model flags against the starting model's `config` and `audio` (the resumed
+/// checkpoint's or the `--init` model's); flags left out are not checked.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for the first given flag the model contradicts.
+/// [`Error::InvalidArgument`] for the first given flag the model contradicts, naming both values.
 pub fn check_model(
     flags: &ModelFlags,
     given: &GivenFlags,
     config: &MambaConfig,
     audio: &AudioConfig,
+    origin: ModelOrigin,
 ) -> Result<()> {
     if let Some((text, resolved)) = &flags.config {
         if resolved != config {
-            return Err(contradiction("--config", &config_label(config), text));
+            return Err(origin.refuse("--config", &config_label(config), text));
         }
     }
-    given.keep("--task", &task_name(audio.task), &task_name(flags.task))?;
+    origin.keep(
+        given,
+        "--task",
+        &task_name(audio.task),
+        &task_name(flags.task),
+    )?;
     let (saved_arch, given_arch) = (
         arch_name(&audio.architecture),
         arch_name(flags.architecture),
     );
-    given.keep("--arch", &saved_arch, &given_arch)?;
+    origin.keep(given, "--arch", &saved_arch, &given_arch)?;
     if given.has("--pooling") && audio.architecture != Architecture::Unet {
+        let model = match origin {
+            ModelOrigin::Resumed => "this run trains".to_owned(),
+            ModelOrigin::Init(dir) => format!("--init {} has", dir.display()),
+        };
         return Err(Error::InvalidArgument {
             name: "--pooling",
-            reason: "--pooling applies to U-Net runs, and this run trains the plain architecture \
-                     (leave --pooling out to continue it)"
-                .into(),
+            reason: format!(
+                "--pooling applies to U-Net runs, and {model} the plain architecture (leave \
+                 --pooling out)"
+            ),
         });
     }
-    given.keep(
+    origin.keep(
+        given,
         "--pooling",
         &pooling_label(&audio.pooling),
         &pooling_label(flags.pooling),
     )?;
-    given.keep("--sample-rate", &audio.sample_rate, &flags.sample_rate)?;
-    Ok(())
+    origin.keep(
+        given,
+        "--sample-rate",
+        &audio.sample_rate,
+        &flags.sample_rate,
+    )
 }
 
 /// The preset name a config equals, else its main sizes.
@@ -391,7 +467,14 @@ mod tests {
             pooling: &[],
             sample_rate: 16_000,
         };
-        let err = check_model(&flags, &given(&["--config"]), &tiny, &audio).unwrap_err();
+        let err = check_model(
+            &flags,
+            &given(&["--config"]),
+            &tiny,
+            &audio,
+            ModelOrigin::Resumed,
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("trained with --config tiny, got --config small"),
@@ -401,13 +484,27 @@ mod tests {
             config: Some(("tiny", tiny.clone())),
             ..flags.clone()
         };
-        check_model(&same, &given(&["--config"]), &tiny, &audio).unwrap();
+        check_model(
+            &same,
+            &given(&["--config"]),
+            &tiny,
+            &audio,
+            ModelOrigin::Resumed,
+        )
+        .unwrap();
         let rate = ModelFlags {
             config: None,
             sample_rate: 8000,
             ..flags
         };
-        let err = check_model(&rate, &given(&["--sample-rate"]), &tiny, &audio).unwrap_err();
+        let err = check_model(
+            &rate,
+            &given(&["--sample-rate"]),
+            &tiny,
+            &audio,
+            ModelOrigin::Resumed,
+        )
+        .unwrap_err();
         assert!(err
             .to_string()
             .contains("--sample-rate 16000, got --sample-rate 8000"));
