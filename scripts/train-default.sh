@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the bundled default model (models/default) the way it was made: the `small` preset on a
 # token pack of real speech (scripts/build-corpus.py, then `wavemamba train --data
-# CORPUS/subset.tsv --save-pack PACK --steps 0`), within a wall-clock budget: it measures the
+# CORPUS/manifest.tsv --select kind=speech --save-pack PACK --steps 0`), within a wall-clock budget: it measures the
 # machine's training throughput first and sets --steps so the whole cosine schedule fits.
 #
 #   BIN=target/release/wavemamba PACK=packs/speech-en-es-fr.wmtok BUDGET_S=480 scripts/train-default.sh
