@@ -2,6 +2,7 @@
 // available, every CUDA kernel with its device time, saved as a Chrome trace.
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <cstdlib>
 #include <set>
 #include <string>
 
@@ -27,6 +28,10 @@ int wm_profiler_start(int cuda) {
   return wm::shim::guard("profiler_start", [&] {
     TORCH_CHECK(!torch::autograd::profiler::isProfilerEnabledInMainThread(),
                 "the profiler is already running");
+    // A CPU-only trace: Kineto still probes for GPUs and logs "gpuGetDeviceCount failed with code
+    // 35" as an ERROR on machines without one. Kineto reads its log level from the environment
+    // when it first starts; an explicit KINETO_LOG_LEVEL is kept.
+    if (cuda == 0) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
     const ProfilerConfig config(ProfilerState::KINETO);
     torch::autograd::profiler::prepareProfiler(config, activities(cuda != 0));
     torch::autograd::profiler::enableProfiler(config, activities(cuda != 0));

@@ -154,6 +154,12 @@ fn bench_step_prefill_and_train_print_json_and_traces() {
         trace_has_operators(&trace),
         "no aten operators in the training trace"
     );
+    // A CPU-only trace does not print Kineto's failed GPU probe as an error.
+    assert!(
+        !text(&out.stderr).contains("gpuGetDeviceCount"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = wavemamba(&[
         "bench", "train", "--config", "tiny", "--task", "denoise", "--batch", "2", "--len", "1024",
