@@ -121,7 +121,7 @@ impl std::fmt::Display for LoaderReport {
         write!(
             f,
             "loader    {} split, (B, L) = ({}, {}), {} worker(s) on {}: {} batches, {:.1} s of \
-             audio in {:.3} s = {:.1}× faster than real time ({:.1} batches/s, consumer waited {} times)",
+             audio in {:.3} s = {} ({:.1} batches/s, consumer waited {} times)",
             self.split,
             self.batch,
             self.len,
@@ -130,7 +130,7 @@ impl std::fmt::Display for LoaderReport {
             self.batches,
             self.audio_s,
             self.wall_s,
-            self.x_realtime,
+            crate::rtf::speed_text(1.0 / self.x_realtime),
             self.batches_per_s,
             self.waits
         )

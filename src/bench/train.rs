@@ -137,8 +137,32 @@ impl std::fmt::Display for TrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "training {} ({} parameters) on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({:.1}× faster than real time)",
-            self.task, self.parameters, self.device, self.threads, self.precision, self.batch, self.len, self.ms_per_step, self.samples_per_s, self.audio_seconds_per_s
+            "training {} ({} parameters) on {} ({} threads, {}), batch {} × {}: {:.1} ms/step, {:.0} samples/s ({})",
+            self.task, self.parameters, self.device, self.threads, self.precision, self.batch, self.len, self.ms_per_step, self.samples_per_s,
+            crate::rtf::speed_text(1.0 / self.audio_seconds_per_s)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainReport;
+
+    #[test]
+    fn a_slow_training_speed_reads_slower_than_real_time() {
+        let r = TrainReport {
+            task: "lm".into(),
+            parameters: 1,
+            device: "cpu".into(),
+            threads: 2,
+            batch: 1,
+            len: 512,
+            precision: "fp32".into(),
+            ms_per_step: 40.0,
+            samples_per_s: 12_800.0,
+            audio_seconds_per_s: 0.8,
+        };
+        let text = r.to_string();
+        assert!(text.ends_with("(1.25× slower than real time)"), "{text}");
     }
 }
