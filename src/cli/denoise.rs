@@ -12,9 +12,9 @@ use wavemamba::rtf::real_time_text;
 /// Remove noise from a recording with a causal Mamba denoiser.
 ///
 /// The input is any WAV, FLAC or OGG file (any rate, any channels: channels are averaged); it is
-/// resampled to the model's rate, denoised sample by sample (causally, as in `wavemamba live`, but
-/// computed with the parallel scan), resampled back, and written as a 16-bit mono WAV at the
-/// input's rate. Paths are checked before any work; the output (and the spectrogram) appear
+/// resampled to the model's rate, denoised sample by sample (causally, as in `wavemamba live`: on
+/// the CPU by the same step engine, on a GPU by the parallel scan, with the same result), resampled
+/// back, and written as a 16-bit mono WAV at the input's rate. Paths are checked before any work; the output (and the spectrogram) appear
 /// complete at the end, or not at all. A symbolic link is written through.
 ///
 /// Example: wavemamba denoise noisy.wav clean.wav
