@@ -51,7 +51,7 @@ fn a_run_that_fails_to_start_leaves_no_recordings() {
         .arg(record_input);
         c
     };
-    let cases: [(Command, &str); 3] = [
+    let cases: [(Command, &str); 4] = [
         (
             {
                 let mut c = base(&a, &b);
@@ -62,6 +62,15 @@ fn a_run_that_fails_to_start_leaves_no_recordings() {
         ),
         (base(&a, &out.join("l6.mp3")), ".mp3 is not written"),
         (base(&a, &a), "is also the file of --record"),
+        (
+            {
+                // No device is opened: --rate would be silently ignored.
+                let mut c = base(&a, &b);
+                c.args(["--rate", "48000"]);
+                c
+            },
+            "invalid value for --rate: sets the sound devices' rate",
+        ),
     ];
     for (mut cmd, needle) in cases {
         let o = cmd.output().expect("run live");

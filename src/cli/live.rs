@@ -47,7 +47,8 @@ pub struct Args {
     /// Read this audio file instead of the microphone, at its real-time pace
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Write what is played to this WAV file (.wav; 32-bit float, output device rate). Checked
+    /// Write what is played to this WAV file (.wav; 32-bit float, at the output device's rate, or
+    /// the input's without playback). Checked
     /// before the run; it appears when the run ends (also after a device failure mid-run)
     #[arg(long)]
     record: Option<PathBuf>,

@@ -161,6 +161,14 @@ impl LiveOptions {
         crate::audio::check_taps("--resampler-taps", self.resampler_taps)?;
         if let Some(r) = self.rate {
             crate::audio::check_sample_rate("--rate", r)?;
+            if self.input_file.is_some() && self.no_playback {
+                return bad(
+                    "--rate",
+                    "sets the sound devices' rate, and with --input FILE and --no-playback no \
+                     device is opened: the recordings keep the file's rate"
+                        .into(),
+                );
+            }
         }
         if self.mode == Mode::Continue {
             self.continue_options.check()?;
