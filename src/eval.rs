@@ -122,7 +122,7 @@ pub fn eval_lm_select(
     if path.is_file() && is_audio_name(path) {
         if let Some(split) = split {
             return Err(Error::InvalidArgument {
-                name: "split",
+                name: "--split",
                 reason: format!(
                     "{} is one audio file; a split ({}) needs a directory or a manifest",
                     path.display(),

@@ -207,6 +207,13 @@ fn select_needs_a_manifest_and_a_column_for_train_eval_and_bench() {
     let args = ["--noise-select", "kind=noise", "--steps", "1"];
     let err = fails_with(1, train(&fresh, &manifest, &out, &args));
     assert!(err.contains("invalid value for --noise-select"), "{err}");
+    // So is --noise for a language model (it was silently ignored).
+    let args = ["--noise", m, "--steps", "1"];
+    let err = fails_with(1, train(&fresh, &manifest, &out, &args));
+    assert!(
+        err.contains("invalid value for --noise: is the noise mixed into a denoiser's training"),
+        "{err}"
+    );
     assert!(
         !fresh.join("wavemamba").exists(),
         "decoded before refusing: {err}"

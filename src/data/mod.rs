@@ -79,7 +79,7 @@ impl std::str::FromStr for Split {
     type Err = Error;
     fn from_str(s: &str) -> Result<Split> {
         Split::parse(s).ok_or_else(|| Error::InvalidArgument {
-            name: "split",
+            name: "--split",
             reason: format!("unknown split {s:?} (expected train, valid or test)"),
         })
     }

@@ -127,7 +127,7 @@ pub fn eval_denoise(model: &WaveMamba, opts: &DenoiseEvalOptions) -> Result<Deno
             .any(|s| !s.is_finite() || s.abs() > MAX_SNR_DB)
     {
         return Err(Error::InvalidArgument {
-            name: "snr",
+            name: "--snr",
             reason: format!(
                 "give one or more SNRs in dB between −{MAX_SNR_DB} and {MAX_SNR_DB}, e.g. 0,5,10"
             ),

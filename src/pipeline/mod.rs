@@ -55,7 +55,7 @@ impl std::str::FromStr for Mode {
             "continue" => Ok(Mode::Continue),
             "passthrough" => Ok(Mode::Passthrough),
             other => Err(Error::InvalidArgument {
-                name: "mode",
+                name: "--mode",
                 reason: format!("unknown mode '{other}' (denoise, continue, passthrough)"),
             }),
         }

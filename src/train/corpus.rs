@@ -209,7 +209,7 @@ impl Batches for TokenCorpus {
     fn train_batch(&mut self, index: u64, batch: i64, len: i64) -> Result<Tensor> {
         if self.train.is_empty() {
             return Err(Error::InvalidArgument {
-                name: "data",
+                name: "--data",
                 reason: "the training split has no audio".into(),
             });
         }

@@ -167,7 +167,7 @@ fn prepare_fresh(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings>
     }
     if !RunDir::at(&job.out).checkpoints().is_empty() {
         return Err(Error::InvalidArgument {
-            name: "out",
+            name: "--out",
             reason: format!(
                 "{} already holds checkpoints: pass --resume to continue, or choose a new --out",
                 job.out.display()
@@ -214,7 +214,7 @@ fn load_init(job: &TrainJob, dir: &Path) -> Result<WaveMamba> {
     check_model(&flags, &job.given, &model.config, &model.audio, origin)?;
     if model.audio.task != job.task || model.audio.sample_rate != job.sample_rate {
         return Err(Error::InvalidArgument {
-            name: "init",
+            name: "--init",
             reason: format!(
                 "{} is a {:?} model at {} Hz; this run trains {:?} at {} Hz",
                 dir.display(),

@@ -324,7 +324,7 @@ pub fn train_controlled(
 pub fn check_more_steps(done: u64, steps: u64) -> Result<()> {
     if done >= steps {
         return Err(Error::InvalidArgument {
-            name: "steps",
+            name: "--steps",
             reason: format!(
                 "this run already did {done} steps and --steps is {steps}: pass a larger --steps \
                  to train further"

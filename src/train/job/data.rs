@@ -70,9 +70,17 @@ pub(super) fn load_data(
                     .into(),
             })
         }
+        (Task::Lm, Some(_)) => {
+            return Err(Error::InvalidArgument {
+                name: "--noise",
+                reason: "is the noise mixed into a denoiser's training, which only --task denoise \
+                         reads (this run trains a language model)"
+                    .into(),
+            })
+        }
         (Task::Denoise, None) => {
             return Err(Error::InvalidArgument {
-                name: "noise",
+                name: "--noise",
                 reason: "task 'denoise' needs --noise DIR (a directory, manifest or token pack of noise recordings)".into(),
             })
         }
