@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tch::Device;
 
 mod common;
-use common::{audio_gen, text, wavemamba_bin, TempDir};
+use common::{audio_gen, ok, text, wavemamba_bin, TempDir};
 use wavemamba::model::checkpoint;
 use wavemamba::train::corpus::{TokenCorpus, TokenFile};
 use wavemamba::train::settings::FREE_ON_RESUME;
@@ -49,18 +49,6 @@ fn s(p: &Path) -> String {
 
 fn run(mut c: Command) -> Output {
     c.output().unwrap()
-}
-
-/// Fails with the output when `out` did not succeed.
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
 }
 
 /// The stderr of a run that must fail.

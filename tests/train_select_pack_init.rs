@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use tch::Device;
 
 mod common;
-use common::{path_str as s, text, wavemamba_bin, TempDir};
+use common::{ok, path_str as s, text, wavemamba_bin, TempDir};
 use wavemamba::audio::{write_wav, WavFormat};
 use wavemamba::config::{AudioConfig, MambaConfig};
 use wavemamba::model::{checkpoint, WaveMamba};
@@ -29,17 +29,6 @@ fn train(cache: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
     let base = ["train", "--data", s(data), "--out", s(out)];
     let tiny = ["--threads", "1", "--quiet", "--batch", "2", "--len", "512"];
     wm(cache, &[&base[..], &tiny, extra].concat())
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
 }
 
 /// The stderr of a run that must fail with `code`.

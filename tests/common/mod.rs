@@ -97,6 +97,18 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `out` when its command succeeded; else fails with its status, stdout and stderr.
+pub fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
 /// A fresh directory `wavemamba-gen-PID-NAME` under the temp dir with a random `tiny` model
 /// (`model/`, seed 11) and `prompt.wav` (0.5 s, two tones, 22.05 kHz): (directory, model).
 pub fn model_and_prompt(name: &str) -> (PathBuf, PathBuf) {
