@@ -103,9 +103,12 @@ fn train_select_keeps_the_manifest_rows_and_resume_needs_the_same_selection() {
     ok(train(&cache, &manifest, &out, &again));
     assert_eq!(saved_settings(&out)["select"][0][1], "speech");
     // Another selection, or none, is other audio: refused, naming the run's selection.
+    // A refused resume writes no --save-pack either.
+    let pack = dir.join("refused.wmtok");
     for other in [&["--select", "kind=noise"][..], &[]] {
-        let args = [&resume[..], other].concat();
+        let args = [&resume[..], other, &["--save-pack", s(&pack)]].concat();
         let err = fails_with(1, train(&cache, &manifest, &out, &args));
+        assert!(!pack.exists(), "a refused resume wrote {}", pack.display());
         assert!(
             err.contains("invalid value for --data")
                 && err.contains(&format!(

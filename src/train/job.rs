@@ -93,7 +93,10 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     let pack = PackOutput::check(job.save_pack.as_deref())?;
     if job.options.steps == 0 && !job.resume {
         // Nothing to train: only the data work (e.g. --save-pack) was asked for.
-        load_data(job, pack)?;
+        let (corpus, _) = load_data(job)?;
+        if let Some(pack) = pack {
+            pack.write(&corpus)?;
+        }
         return Ok(no_training());
     }
     let (job, start, saved) = if job.resume {
@@ -104,7 +107,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     for w in job.options.warnings() {
         eprintln!("warning: {w}");
     }
-    let (corpus, noise) = load_data(&job, pack)?;
+    let (corpus, noise) = load_data(&job)?;
     let mut settings = RunSettings::new(
         &job.options,
         fingerprint(&job.data, &corpus),
@@ -117,6 +120,10 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     settings.noise_select = job.noise_select.clone();
     if let Some(saved) = &saved {
         check_same_data(saved, &settings)?;
+    }
+    // After the resume's data check: a refused resume writes no pack.
+    if let Some(pack) = pack {
+        pack.write(&corpus)?;
     }
     if job.task == Task::Lm && corpus.valid.is_empty() {
         warn_no_validation(corpus.train.len());

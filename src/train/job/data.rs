@@ -56,11 +56,8 @@ pub fn load_corpus(
     Ok(corpus)
 }
 
-/// Loads the training data (and the noise of a denoiser) and writes the token pack if asked.
-pub(super) fn load_data(
-    job: &TrainJob,
-    pack: Option<PackOutput>,
-) -> Result<(TokenCorpus, Option<TokenCorpus>)> {
+/// Loads the training data (and the noise of a denoiser).
+pub(super) fn load_data(job: &TrainJob) -> Result<(TokenCorpus, Option<TokenCorpus>)> {
     // The flags first: decoding the data can take minutes.
     match (job.task, &job.noise) {
         (Task::Lm, _) if !job.noise_select.is_empty() => {
@@ -94,9 +91,6 @@ pub(super) fn load_data(
         job.strict,
     )?;
     corpus.valid_len = job.options.len;
-    if let Some(pack) = pack {
-        pack.write(&corpus)?;
-    }
     describe("data", &corpus);
     let noise = match (job.task, &job.noise) {
         (Task::Denoise, Some(path)) => {
@@ -130,7 +124,7 @@ impl PackOutput {
     }
 
     /// Writes `corpus` as the pack.
-    fn write(self, corpus: &TokenCorpus) -> Result<()> {
+    pub(super) fn write(self, corpus: &TokenCorpus) -> Result<()> {
         let path = self.outputs.path(self.index).to_owned();
         std::fs::File::create(self.outputs.tmp(self.index))
             .and_then(|file| corpus.write_pack(file))
