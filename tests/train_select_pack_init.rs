@@ -11,6 +11,7 @@ mod common;
 use common::{ok, path_str as s, text, wavemamba_bin, TempDir};
 use wavemamba::audio::{write_wav, WavFormat};
 use wavemamba::config::{AudioConfig, MambaConfig};
+use wavemamba::data::Split;
 use wavemamba::model::{checkpoint, WaveMamba};
 use wavemamba::train::corpus::{TokenCorpus, TokenFile};
 
@@ -38,17 +39,26 @@ fn fails_with(code: i32, out: Output) -> String {
     err
 }
 
-/// A corpus like scripts/build-corpus.py's: `speech/s{0,1,2}.wav` (tones of 0.5–0.7 s) and
+/// A corpus like scripts/build-corpus.py's: three speech files `speech/s*.wav` (tones of 0.5–0.7
+/// s; two whose path hashes into the training split, then one into the validation split) and
 /// `noise/n{0,1}.wav` (0.4 s), listed by `manifest.tsv` with a `kind` column. Returns the
 /// manifest.
 fn corpus(root: &Path) -> PathBuf {
     let mut rows = String::from("path\tkind\n");
-    for i in 0..3 {
+    let named = |want: Split| {
+        (0..)
+            .map(|i| format!("speech/s{i}.wav"))
+            .filter(move |n| Split::of_key(n) == want)
+    };
+    let names: Vec<String> = named(Split::Train)
+        .take(2)
+        .chain(named(Split::Valid).take(1))
+        .collect();
+    for (i, rel) in names.into_iter().enumerate() {
         let n = 8000 + 1600 * i;
         let x: Vec<f32> = (0..n)
             .map(|t| 0.3 * (t as f32 * 0.02 * (i + 1) as f32).sin())
             .collect();
-        let rel = format!("speech/s{i}.wav");
         wav(&root.join(&rel), &x);
         rows += &format!("{rel}\tspeech\n");
     }
@@ -163,7 +173,12 @@ fn select_needs_a_manifest_and_a_column_for_train_eval_and_bench() {
     for (data, want) in [
         (speech.clone(), "needs a manifest, not a directory"),
         (
-            speech.join("s0.wav"),
+            std::fs::read_dir(&speech)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
             "is one audio file; selecting rows (kind=speech) needs a manifest",
         ),
     ] {

@@ -71,7 +71,7 @@ fn given_flags(m: &ArgMatches) -> BTreeSet<String> {
 /// The run directory gets checkpoints (written atomically; --resume continues bit-for-bit on
 /// CPU with the run's saved settings), best/ (the best validation model, a model directory),
 /// metrics.jsonl and loss.png. A small dataset whose hashes leave no file for validation gets one
-/// held out (from 3 files on). A language model whose data still has no validation files (1–2
+/// held out (from 10 files on). A language model whose data still has no validation files (fewer
 /// files, or a manifest whose split column names none) has no score to choose by: its best/ is
 /// then the model of the latest checkpoint, and the run says so.
 ///

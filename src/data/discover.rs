@@ -55,8 +55,9 @@ impl Split {
 }
 
 /// Fewest distinct training keys (files, or groups under [`SplitBy`]) from which
-/// [`ensure_validation`] holds one out.
-const MIN_KEYS_FOR_HOLDOUT: usize = 3;
+/// [`ensure_validation`] holds one out: at most a tenth of the keys (below, one file of three
+/// would cost a third of the training data for a noisy validation score).
+const MIN_KEYS_FOR_HOLDOUT: usize = 10;
 
 /// Where the hash split left no validation file (likely below ~60 files: each lands there with
 /// probability 5 %), moves the training files of one key to the validation split, so that small

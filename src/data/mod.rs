@@ -11,7 +11,7 @@
 //!   5 % test ([`Split::of_key`]); a manifest's `split` column overrides it, and
 //!   [`SplitBy`] can hash a directory or a manifest column (e.g. `speaker`) instead. Where no
 //!   file hashes into the validation split (small datasets), the training files of one key are
-//!   held out instead (from 3 keys on; `ensure_validation` in `discover.rs`).
+//!   held out instead (from 10 keys on; `ensure_validation` in `discover.rs`).
 //! * **Cache**: the first open decodes and resamples each file once (in parallel, with a
 //!   progress bar) into `cache_dir`; later opens only read 64-byte headers.
 //! * **Bad files** (unreadable, truncated, empty, not audio, unsupported) are skipped with one

@@ -301,8 +301,8 @@ fn prepare_resume(job: &TrainJob) -> Result<(TrainJob, Start, Option<RunSettings
 fn warn_no_validation(train_files: usize) {
     eprintln!(
         "warning: no validation files among the {train_files} training files (the split holds \
-         out about 5 % of the files by a hash of each path, and at least one file from 3 files \
-         on, unless a manifest names the splits); best/ will be the latest checkpoint's model, \
+         out about 5 % of the files by a hash of each path, and at least one from 10 files on, \
+         unless a manifest names the splits); best/ will be the latest checkpoint's model, \
          not a validated one"
     );
 }
